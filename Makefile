@@ -1,0 +1,46 @@
+# unet-keras: `make train` runs the main job, `make test` the test suite.
+# Both create the virtual environment in .venv on first use.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUN ?= default
+
+.PHONY: install test lint test-tf test-torch train notebooks bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt -r requirements-dev.txt
+	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+# The whole suite on TensorFlow, then the backend-agnostic tests on PyTorch.
+test-tf: $(STAMP)
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -ra
+
+test-torch: $(STAMP)
+	KERAS_BACKEND=torch $(BIN)/python -m pytest -ra -m backends
+
+test: lint test-tf test-torch
+
+# The main job: download ISBI 2012, train, predict and score into runs/$(RUN)/.
+train: $(STAMP)
+	$(BIN)/python -m unet_keras train --name $(RUN)
+
+notebooks: $(STAMP)
+	$(BIN)/python -m unet_keras.notebook_runner notebooks notebooks/executed
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_augment.py
+	$(BIN)/python benchmarks/bench_inference.py
+	$(BIN)/python benchmarks/bench_train.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/executed

@@ -1,0 +1,101 @@
+import keras
+import numpy as np
+import pytest
+
+from unet_keras import BCEDiceLoss, DiceLoss, WeightedCrossEntropy
+
+pytestmark = pytest.mark.backends
+
+
+def _numpy_dice_loss(t, p, smooth=1.0):
+    axes = tuple(range(1, t.ndim - 1))
+    inter = (t * p).sum(axis=axes)
+    total = t.sum(axis=axes) + p.sum(axis=axes)
+    return (1 - ((2 * inter + smooth) / (total + smooth)).mean(-1)).mean()
+
+
+def _numpy_bce(t, p, eps=1e-7):
+    p = np.clip(p, eps, 1 - eps)
+    return -(t * np.log(p) + (1 - t) * np.log(1 - p))
+
+
+def test_dice_loss_is_zero_for_identical_and_one_for_disjoint_masks(rng):
+    mask = (rng.random((2, 32, 32, 1)) > 0.5).astype("float32")
+    loss = DiceLoss(smooth=1e-6)
+    assert float(loss(mask, mask)) == pytest.approx(0.0, abs=1e-5)
+    assert float(loss(mask, 1.0 - mask)) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_dice_loss_matches_numpy_on_random_masks(rng):
+    t = (rng.random((3, 24, 20, 1)) > 0.7).astype("float32")
+    p = rng.random((3, 24, 20, 1)).astype("float32")
+    assert float(DiceLoss()(t, p)) == pytest.approx(_numpy_dice_loss(t, p), rel=1e-5)
+
+
+def test_dice_loss_multiclass_one_hot_averages_channels(rng):
+    labels = rng.integers(0, 3, size=(2, 16, 16))
+    t = np.eye(3, dtype="float32")[labels]
+    logits = rng.normal(size=(2, 16, 16, 3))
+    p = (np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)).astype("float32")
+    assert float(DiceLoss()(t, p)) == pytest.approx(_numpy_dice_loss(t, p), rel=1e-5)
+
+
+def test_dice_loss_accepts_masks_without_channel_axis(rng):
+    t = (rng.random((2, 16, 16)) > 0.5).astype("float32")
+    p = rng.random((2, 16, 16, 1)).astype("float32")
+    assert float(DiceLoss()(t, p)) == pytest.approx(_numpy_dice_loss(t[..., None], p), rel=1e-5)
+
+
+def test_dice_is_per_image_then_averaged(rng):
+    """A perfect small image and a wrong large one weigh the same."""
+    t = np.zeros((2, 16, 16, 1), "float32")
+    t[0, :2, :2] = 1
+    t[1] = 1
+    p = t.copy()
+    p[1] = 0
+    assert float(DiceLoss(smooth=1e-6)(t, p)) == pytest.approx(0.5, abs=1e-4)
+
+
+def test_bce_dice_is_the_weighted_sum(rng):
+    t = (rng.random((2, 16, 16, 1)) > 0.6).astype("float32")
+    p = rng.uniform(0.05, 0.95, (2, 16, 16, 1)).astype("float32")
+    expected = 0.3 * _numpy_bce(t, p).mean() + 2.0 * _numpy_dice_loss(t, p)
+    loss = BCEDiceLoss(bce_weight=0.3, dice_weight=2.0)
+    assert float(loss(t, p)) == pytest.approx(expected, rel=1e-4)
+
+
+def test_weighted_cross_entropy_matches_numpy(rng):
+    t = (rng.random((2, 16, 16, 1)) > 0.6).astype("float32")
+    p = rng.uniform(0.05, 0.95, (2, 16, 16, 1)).astype("float32")
+    w = rng.uniform(0.5, 10, (2, 16, 16)).astype("float32")
+    expected = (_numpy_bce(t[..., 0], p[..., 0]) * w).mean()
+    loss = WeightedCrossEntropy()
+    assert float(loss(t, p, sample_weight=w)) == pytest.approx(expected, rel=1e-4)
+    unweighted = _numpy_bce(t, p).mean()
+    assert float(loss(t, p)) == pytest.approx(unweighted, rel=1e-4)
+
+
+def test_weighted_cross_entropy_categorical(rng):
+    labels = rng.integers(0, 2, size=(2, 8, 8))
+    t = np.eye(2, dtype="float32")[labels]
+    p = rng.uniform(0.05, 0.95, (2, 8, 8, 1)).astype("float32")
+    p = np.concatenate([1 - p, p], -1)
+    w = rng.uniform(1, 5, (2, 8, 8)).astype("float32")
+    expected = (-(t * np.log(p)).sum(-1) * w).mean()
+    assert float(WeightedCrossEntropy()(t, p, sample_weight=w)) == pytest.approx(expected, rel=1e-4)
+
+
+@pytest.mark.parametrize("cls", [DiceLoss, BCEDiceLoss, WeightedCrossEntropy])
+def test_losses_serialize_by_registered_name(cls):
+    loss = cls()
+    config = keras.saving.serialize_keras_object(loss)
+    assert config["registered_name"].startswith("unet_keras>")
+    again = keras.saving.deserialize_keras_object(config)
+    assert type(again) is cls and again.get_config() == loss.get_config()
+
+
+def test_bad_loss_arguments_raise():
+    with pytest.raises(ValueError, match="smooth"):
+        DiceLoss(smooth=-1)
+    with pytest.raises(ValueError, match="weights must be >= 0"):
+        BCEDiceLoss(bce_weight=-1)

@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from unet_keras import DiceCoefficient, dice_coefficient
+
+pytestmark = pytest.mark.backends
+
+
+def test_dice_coefficient_thresholds_predictions(rng):
+    t = (rng.random((2, 16, 16, 1)) > 0.5).astype("float32")
+    p = np.where(t > 0, 0.8, 0.2).astype("float32")
+    assert float(dice_coefficient(t, p)) == pytest.approx(1.0, abs=1e-5)
+    assert float(dice_coefficient(t, 1 - p)) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_dice_coefficient_matches_numpy(rng):
+    t = (rng.random((3, 16, 16, 1)) > 0.5).astype("float32")
+    p = rng.random((3, 16, 16, 1)).astype("float32")
+    hard = (p >= 0.5).astype("float32")
+    inter = (t * hard).sum((1, 2, 3))
+    expected = (2 * inter / (t.sum((1, 2, 3)) + hard.sum((1, 2, 3)))).mean()
+    assert float(dice_coefficient(t, p)) == pytest.approx(expected, rel=1e-5)
+
+
+def test_stateful_dice_accumulates_over_batches(rng):
+    t = (rng.random((4, 16, 16, 1)) > 0.5).astype("float32")
+    p = rng.random((4, 16, 16, 1)).astype("float32")
+    metric = DiceCoefficient()
+    metric.update_state(t[:1], p[:1])
+    metric.update_state(t[1:], p[1:])
+    hard = p >= 0.5
+    expected = 2 * (t * hard).sum() / (t.sum() + hard.sum())
+    assert float(metric.result()) == pytest.approx(expected, rel=1e-5)
+    metric.reset_state()
+    metric.update_state(t, t)
+    assert float(metric.result()) == pytest.approx(1.0)
+
+
+def test_stateful_dice_multiclass_uses_argmax(rng):
+    labels = rng.integers(0, 3, size=(2, 8, 8))
+    t = np.eye(3, dtype="float32")[labels]
+    metric = DiceCoefficient(class_id=2)
+    metric.update_state(t, t * 0.9 + 0.03)
+    assert float(metric.result()) == pytest.approx(1.0)

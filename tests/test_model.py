@@ -1,0 +1,153 @@
+import keras
+import numpy as np
+import pytest
+
+from unet_keras import build_unet, count_conv_layers, valid_input_size, valid_output_size
+
+pytestmark = pytest.mark.backends
+
+
+def _output_shape(model, size, channels=1):
+    x = np.zeros((1, size, size, channels), "float32")
+    return tuple(model.predict(x, verbose=0).shape)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
+def test_same_padding_keeps_the_size(depth):
+    model = build_unet(num_classes=3, depth=depth, filters=4, dropout=0)
+    assert _output_shape(model, 2**depth * 3) == (1, 2**depth * 3, 2**depth * 3, 3)
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4, 5])
+def test_valid_padding_matches_the_tile_geometry(depth):
+    out = 2**depth + 4  # the bottleneck outputs 5 pixels
+    size = valid_input_size(out, depth)
+    assert valid_output_size(size, depth) == out
+    model = build_unet(depth=depth, filters=2, padding="valid", dropout=0)
+    assert _output_shape(model, size) == (1, out, out, 1)
+
+
+def test_paper_network_572_gives_388_with_23_convolutions():
+    model = build_unet((572, 572, 1), num_classes=2, padding="valid")
+    assert model.output_shape == (None, 388, 388, 2)
+    assert count_conv_layers(model) == 23
+    assert valid_output_size(572) == 388
+    assert valid_input_size(388) == 572
+
+
+def test_paper_shape_trace():
+    """The sizes after every block are those of REFERENCE.md's shape trace."""
+    model = build_unet((572, 572, 1), num_classes=2, padding="valid")
+    sizes = {layer.name: layer.output.shape[1] for layer in model.layers}
+    assert [sizes[f"down{i}_relu2"] for i in (1, 2, 3, 4)] == [568, 280, 136, 64]
+    assert sizes["bottleneck_relu2"] == 28
+    assert [sizes[f"up{i}_upconv"] for i in (4, 3, 2, 1)] == [56, 104, 200, 392]
+    assert [sizes[f"up{i}_crop"] for i in (4, 3, 2, 1)] == [56, 104, 200, 392]
+    assert [sizes[f"up{i}_relu2"] for i in (4, 3, 2, 1)] == [52, 100, 196, 388]
+
+
+def _conv_params(k, cin, cout, bias=True):
+    return k * k * cin * cout + (cout if bias else 0)
+
+
+def test_parameter_count_of_the_classic_network():
+    # Derived by hand: two 3x3 convs per level, 2x2 up-convs, 1x1 head.
+    expected, cin = 0, 1
+    for f in (64, 128, 256, 512, 1024):  # contracting path and bottleneck
+        expected += _conv_params(3, cin, f) + _conv_params(3, f, f)
+        cin = f
+    for f in (512, 256, 128, 64):  # expanding path
+        expected += _conv_params(2, cin, f)  # up-convolution halves the channels
+        expected += _conv_params(3, 2 * f, f) + _conv_params(3, f, f)  # after concat
+        cin = f
+    expected += _conv_params(1, 64, 2)
+    model = build_unet((572, 572, 1), num_classes=2, padding="valid")
+    assert model.count_params() == expected == 31_030_658
+
+
+def test_batch_norm_present_only_when_asked():
+    with_bn = build_unet(filters=4, depth=2, batch_norm=True)
+    without = build_unet(filters=4, depth=2, batch_norm=False)
+    bn = [layer for layer in with_bn.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bn) == 2 * (2 * 2 + 1)  # two per conv block, five blocks
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in without.layers)
+    convs = [layer for layer in with_bn.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert not any(c.use_bias for c in convs if c.kernel_size == (3, 3))
+    # BatchNorm sits between each 3x3 convolution and its ReLU.
+    names = [layer.name for layer in with_bn.layers]
+    assert names.index("down1_conv1") < names.index("down1_bn1") < names.index("down1_relu1")
+
+
+def test_dropout_only_at_the_end_of_the_contracting_path():
+    model = build_unet(filters=4, depth=2, dropout=0.5)
+    dropouts = [layer for layer in model.layers if isinstance(layer, keras.layers.Dropout)]
+    assert [d.name for d in dropouts] == ["bottleneck_dropout"]
+    assert dropouts[0].rate == 0.5
+    no_dropout = build_unet(filters=4, depth=2, dropout=0)
+    assert not any(isinstance(layer, keras.layers.Dropout) for layer in no_dropout.layers)
+
+
+def test_output_activations():
+    binary = build_unet(filters=4, depth=2, num_classes=1)
+    multi = build_unet(filters=4, depth=2, num_classes=3)
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 1)).astype("float32")
+    p = binary.predict(x, verbose=0)
+    assert p.min() >= 0 and p.max() <= 1
+    q = multi.predict(x, verbose=0)
+    np.testing.assert_allclose(q.sum(-1), 1.0, atol=1e-5)
+    assert binary.layers[-1].name == "head_sigmoid"
+    assert multi.layers[-1].name == "head_softmax"
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_bilinear_upsampling(padding):
+    model = build_unet(filters=4, depth=2, upsampling="bilinear", padding=padding, dropout=0)
+    size = 64 if padding == "same" else valid_input_size(44, depth=2)
+    expected = 64 if padding == "same" else 44
+    assert _output_shape(model, size) == (1, expected, expected, 1)
+    assert not any(isinstance(layer, keras.layers.Conv2DTranspose) for layer in model.layers)
+
+
+def test_multichannel_input():
+    model = build_unet((32, 32, 3), filters=4, depth=2)
+    assert _output_shape(model, 32, channels=3) == (1, 32, 32, 1)
+
+
+def test_same_padding_size_not_divisible_raises_at_build_time():
+    with pytest.raises(ValueError, match=r"divisible by 2\*\*4 = 16, got 100.*96 or 112"):
+        build_unet((100, 100, 1))
+
+
+def test_valid_size_errors_name_the_nearest_sizes():
+    with pytest.raises(ValueError, match="nearest sizes that work are 556 and 572"):
+        valid_output_size(570)
+    with pytest.raises(ValueError, match="smallest size that works is 188"):
+        valid_output_size(20)
+    with pytest.raises(ValueError, match="nearest sizes that work are 372 and 388"):
+        valid_input_size(380)
+    with pytest.raises(ValueError, match="nearest sizes that work are 556 and 572"):
+        build_unet((570, 570, 1), padding="valid")
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(input_shape=(64, 64)), "height, width, channels"),
+        (dict(depth=0), "depth"),
+        (dict(num_classes=0), "num_classes"),
+        (dict(filters=0), "filters"),
+        (dict(dropout=1.0), "dropout"),
+        (dict(padding="full"), "padding"),
+        (dict(upsampling="nearest"), "upsampling"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        build_unet(**kwargs)
+
+
+def test_keras3_functional_model_has_inputs_and_outputs():
+    model = build_unet(filters=4, depth=2)
+    assert isinstance(model, keras.Model)
+    assert model.input_shape == (None, None, None, 1)
+    assert model.output_shape == (None, None, None, 1)

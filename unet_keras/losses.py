@@ -1,0 +1,155 @@
+"""Segmentation losses: soft Dice, BCE + Dice, and the paper's pixel-weighted
+cross-entropy.
+
+All losses take `y_true` as a mask (binary, one channel) or a one-hot map
+(several channels) of the same shape as `y_pred`; a mask without its channel
+axis, `(batch, H, W)`, is accepted too. They are registered with Keras, so a
+model compiled with them reloads with `keras.models.load_model` and no
+`custom_objects`.
+"""
+
+import keras
+from keras import ops
+
+_PACKAGE = "unet_keras"
+
+
+def _prepare(y_true, y_pred):
+    """Casts both tensors to float32 and gives `y_true` the channel axis."""
+    y_pred = ops.cast(y_pred, "float32")
+    y_true = ops.cast(y_true, "float32")
+    if len(y_true.shape) == len(y_pred.shape) - 1:
+        y_true = ops.expand_dims(y_true, -1)
+    return y_true, y_pred
+
+
+def soft_dice(y_true, y_pred, smooth=1.0):
+    """Soft Dice coefficient of every image, averaged over its channels.
+
+    `2 * sum(t * p) + smooth) / (sum(t) + sum(p) + smooth)`, with the sums over
+    the spatial axes of each image and channel.
+
+    Args:
+        y_true: Masks or one-hot maps, `(batch, ..., channels)`.
+        y_pred: Probabilities of the same shape.
+        smooth: Added to numerator and denominator: keeps the Dice of an
+            empty mask and an empty prediction at 1 and the gradient finite.
+
+    Returns:
+        A tensor of shape `(batch,)`.
+    """
+    y_true, y_pred = _prepare(y_true, y_pred)
+    spatial_axes = tuple(range(1, len(y_pred.shape) - 1))
+    intersection = ops.sum(y_true * y_pred, axis=spatial_axes)
+    total = ops.sum(y_true, axis=spatial_axes) + ops.sum(y_pred, axis=spatial_axes)
+    dice = (2.0 * intersection + smooth) / (total + smooth)
+    return ops.mean(dice, axis=-1)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DiceLoss(keras.losses.Loss):
+    """Soft Dice loss, `1 - Dice`.
+
+    The Dice is computed per image (and per channel for one-hot multi-class
+    targets, then averaged over the channels) and the loss is averaged over
+    the batch. Per-image Dice weighs every image equally, however much
+    foreground it holds, which is what one wants when masks vary in size.
+
+    Args:
+        smooth: Smoothing term added to numerator and denominator.
+        reduction: Keras loss reduction over the batch.
+        name: Name of the loss.
+    """
+
+    def __init__(self, smooth=1.0, reduction="sum_over_batch_size", name="dice_loss", **kwargs):
+        super().__init__(reduction=reduction, name=name, **kwargs)
+        if smooth < 0:
+            raise ValueError(f"`smooth` must be >= 0, got {smooth!r}.")
+        self.smooth = float(smooth)
+
+    def call(self, y_true, y_pred):
+        return 1.0 - soft_dice(y_true, y_pred, self.smooth)
+
+    def get_config(self):
+        return {**super().get_config(), "smooth": self.smooth}
+
+
+def _crossentropy_per_pixel(y_true, y_pred):
+    """Binary (one channel) or categorical (one-hot) cross-entropy of every
+    pixel: `(batch, H, W)`."""
+    y_true, y_pred = _prepare(y_true, y_pred)
+    if y_pred.shape[-1] == 1:
+        return keras.losses.binary_crossentropy(y_true, y_pred)
+    return keras.losses.categorical_crossentropy(y_true, y_pred)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BCEDiceLoss(keras.losses.Loss):
+    """`bce_weight * cross-entropy + dice_weight * (1 - Dice)`.
+
+    Cross-entropy gives every pixel a useful gradient from the first step;
+    Dice counters the imbalance between a thin membrane class and the rest.
+    For one-hot multi-class targets the cross-entropy is categorical.
+
+    Args:
+        bce_weight: Weight of the (mean per image) cross-entropy.
+        dice_weight: Weight of the Dice loss.
+        smooth: Smoothing term of the Dice.
+        reduction: Keras loss reduction over the batch.
+        name: Name of the loss.
+    """
+
+    def __init__(
+        self, bce_weight=1.0, dice_weight=1.0, smooth=1.0,
+        reduction="sum_over_batch_size", name="bce_dice_loss", **kwargs,
+    ):
+        super().__init__(reduction=reduction, name=name, **kwargs)
+        if bce_weight < 0 or dice_weight < 0:
+            raise ValueError(
+                f"Loss weights must be >= 0, got bce_weight={bce_weight!r}, "
+                f"dice_weight={dice_weight!r}."
+            )
+        self.bce_weight = float(bce_weight)
+        self.dice_weight = float(dice_weight)
+        self.smooth = float(smooth)
+
+    def call(self, y_true, y_pred):
+        pixel_ce = _crossentropy_per_pixel(y_true, y_pred)
+        image_ce = ops.mean(pixel_ce, axis=tuple(range(1, len(pixel_ce.shape))))
+        dice_loss = 1.0 - soft_dice(y_true, y_pred, self.smooth)
+        return self.bce_weight * image_ce + self.dice_weight * dice_loss
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "bce_weight": self.bce_weight,
+            "dice_weight": self.dice_weight,
+            "smooth": self.smooth,
+        }
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class WeightedCrossEntropy(keras.losses.Loss):
+    """Cross-entropy of every pixel, weighted by the paper's weight map.
+
+    The loss returns one value per pixel, `(batch, H, W)`, so the weight map
+    travels the idiomatic Keras way, as `sample_weight` of the same shape:
+
+        model.fit(images, masks, sample_weight=weight_maps)  # (batch, H, W)
+
+    or as the third element of the `(x, y, w)` batches of a `PyDataset`.
+    Keras multiplies every pixel's loss by its weight and averages over all
+    pixels of the batch. Without a weight map this is plain cross-entropy.
+    Binary (sigmoid, one channel) and categorical (softmax, one-hot) outputs
+    are both handled.
+
+    Args:
+        reduction: Keras loss reduction over the pixels of the batch.
+        name: Name of the loss.
+    """
+
+    def __init__(self, reduction="sum_over_batch_size", name="weighted_cross_entropy", **kwargs):
+        super().__init__(reduction=reduction, name=name, **kwargs)
+
+    def call(self, y_true, y_pred):
+        return _crossentropy_per_pixel(y_true, y_pred)

@@ -1,0 +1,353 @@
+"""The U-Net of Ronneberger et al. (2015), built with the Keras functional API.
+
+The network is assembled from four named blocks, so that it reads like the
+paper's figure:
+
+* `conv_block`: two 3x3 convolutions, each followed by (optional)
+  BatchNormalization and a ReLU.
+* `down_step`: a conv block whose output is kept as a skip connection,
+  followed by 2x2 max pooling.
+* `up_step`: a 2x2 up-convolution (or bilinear upsampling + 1x1 conv) that
+  halves the channels, concatenation with the (centre-cropped) skip features,
+  then a conv block.
+* `head`: a 1x1 convolution to `num_classes` maps with a sigmoid or softmax.
+
+With `padding="valid"` this is exactly the paper's network: a 572x572 tile
+gives a 388x388 map. `valid_output_size` and `valid_input_size` give that
+tile geometry for any depth.
+"""
+
+import keras
+from keras import layers
+
+PADDINGS = ("same", "valid")
+UPSAMPLINGS = ("transpose", "bilinear")
+
+
+# ---------------------------------------------------------------------------
+# Tile geometry of the valid-padding network
+# ---------------------------------------------------------------------------
+def _check_depth(depth):
+    if not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"`depth` must be an integer >= 1, got {depth!r}.")
+
+
+def _valid_sizes(bottom, depth):
+    """Input and output sizes of the valid network whose bottleneck outputs
+    `bottom` pixels, or None where some layer would get an empty map."""
+    size = bottom
+    for _ in range(depth):
+        size = 2 * size - 4  # up-convolution, then two 3x3 convolutions
+        if size < 1:
+            return None
+    output_size = size
+    input_size = bottom + 4
+    for _ in range(depth):
+        input_size = 2 * input_size + 4  # undo a pooling and two convolutions
+    return input_size, output_size
+
+
+def _smallest_bottom(depth):
+    bottom = 1
+    while _valid_sizes(bottom, depth) is None:
+        bottom += 1
+    return bottom
+
+
+def _nearest_valid(size, depth, which):
+    """The valid sizes (inputs if which == 0, outputs if 1) just below and
+    above `size`."""
+    bottom = _smallest_bottom(depth)
+    candidates = []
+    while True:
+        value = _valid_sizes(bottom, depth)[which]
+        candidates.append(value)
+        if value >= size:
+            break
+        bottom += 1
+    below = [c for c in candidates if c < size]
+    return (below[-1] if below else None), candidates[-1]
+
+
+def _describe_nearest(below, above):
+    if below is None:
+        return f"the smallest size that works is {above}"
+    return f"the nearest sizes that work are {below} and {above}"
+
+
+def valid_output_size(input_size, depth=4):
+    """Output size of the valid-padding U-Net for a square input tile.
+
+    Each level loses 4 pixels to its two unpadded 3x3 convolutions, and every
+    2x2 pooling needs an even size. For the paper's network (depth 4),
+    `valid_output_size(572) == 388`.
+
+    Args:
+        input_size: Side length of the input tile in pixels.
+        depth: Number of poolings in the network.
+
+    Returns:
+        The side length of the output map.
+
+    Raises:
+        ValueError: If `input_size` cannot pass through the network (an odd
+            size before a pooling, or too small); the message names the
+            nearest sizes that work.
+    """
+    _check_depth(depth)
+    size = int(input_size)
+    for _ in range(depth):
+        size -= 4
+        if size < 1 or size % 2:
+            below, above = _nearest_valid(input_size, depth, which=0)
+            raise ValueError(
+                f"An input of {input_size} pixels cannot pass through a "
+                f"valid-padding U-Net of depth {depth}: every 2x2 pooling "
+                f"needs an even size of at least 2. "
+                f"{_describe_nearest(below, above).capitalize()} "
+                f"(see `valid_input_size`)."
+            )
+        size //= 2
+    size -= 4
+    for _ in range(depth):
+        size = 2 * size - 4
+        if size < 1:
+            below, above = _nearest_valid(input_size, depth, which=0)
+            raise ValueError(
+                f"An input of {input_size} pixels is too small for a "
+                f"valid-padding U-Net of depth {depth}: "
+                f"{_describe_nearest(below, above)}."
+            )
+    return size
+
+
+def valid_input_size(output_size, depth=4):
+    """Input tile size that the valid-padding U-Net needs for a given output.
+
+    The inverse of `valid_output_size`: `valid_input_size(388) == 572` for
+    the paper's network.
+
+    Args:
+        output_size: Wanted side length of the output map.
+        depth: Number of poolings in the network.
+
+    Returns:
+        The side length of the input tile.
+
+    Raises:
+        ValueError: If no input tile gives exactly `output_size`; the message
+            names the nearest output sizes that work.
+    """
+    _check_depth(depth)
+    scale = 2**depth
+    # Output = scale * bottom - 4 * (scale - 1), so bottom must be an integer.
+    bottom, remainder = divmod(int(output_size) + 4 * (scale - 1), scale)
+    if remainder or bottom < _smallest_bottom(depth):
+        below, above = _nearest_valid(output_size, depth, which=1)
+        raise ValueError(
+            f"No input tile gives an output of {output_size} pixels with a "
+            f"valid-padding U-Net of depth {depth}: "
+            f"{_describe_nearest(below, above)}."
+        )
+    return _valid_sizes(bottom, depth)[0]
+
+
+def _skip_crop(level, depth):
+    """Pixels to crop from each side of the skip features at `level`.
+
+    With valid convolutions the skip map is larger than the upsampled map by
+    a constant that does not depend on the input size: 8 pixels at the level
+    just above the bottleneck, and 16 + 2x the level below elsewhere.
+    """
+    lost = 8
+    for _ in range(depth - 1 - level):
+        lost = 16 + 2 * lost
+    return lost // 2
+
+
+# ---------------------------------------------------------------------------
+# Blocks
+# ---------------------------------------------------------------------------
+def conv_block(
+    x, filters, *, batch_norm=False, padding="same",
+    kernel_initializer="he_normal", name="conv_block",
+):
+    """Two 3x3 convolutions, each followed by optional BatchNorm and a ReLU.
+
+    With BatchNorm the convolutions have no bias: the normalisation's own
+    offset makes it redundant.
+    """
+    for i in (1, 2):
+        x = layers.Conv2D(
+            filters, 3, padding=padding, use_bias=not batch_norm,
+            kernel_initializer=kernel_initializer, name=f"{name}_conv{i}",
+        )(x)
+        if batch_norm:
+            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+    return x
+
+
+def down_step(x, filters, *, name="down", **block_kwargs):
+    """A conv block, kept as skip connection, then 2x2 max pooling.
+
+    Returns:
+        A tuple `(pooled, skip)`.
+    """
+    skip = conv_block(x, filters, name=name, **block_kwargs)
+    pooled = layers.MaxPooling2D(2, name=f"{name}_pool")(skip)
+    return pooled, skip
+
+
+def up_step(
+    x, skip, filters, *, upsampling="transpose", crop=0,
+    kernel_initializer="he_normal", name="up", **block_kwargs,
+):
+    """Upsample by 2, halving the channels, join the skip features, conv block.
+
+    Args:
+        x: Features from the level below.
+        skip: Features from the contracting path at this level.
+        filters: Channels of this level.
+        upsampling: `"transpose"` for the paper's 2x2 up-convolution, or
+            `"bilinear"` for bilinear upsampling followed by a 1x1 conv.
+        crop: Pixels removed from each side of `skip` before the
+            concatenation (non-zero for valid padding only).
+    """
+    if upsampling == "transpose":
+        x = layers.Conv2DTranspose(
+            filters, 2, strides=2, kernel_initializer=kernel_initializer,
+            name=f"{name}_upconv",
+        )(x)
+    else:
+        x = layers.UpSampling2D(2, interpolation="bilinear", name=f"{name}_upsample")(x)
+        x = layers.Conv2D(
+            filters, 1, kernel_initializer=kernel_initializer, name=f"{name}_upconv",
+        )(x)
+    if crop:
+        skip = layers.Cropping2D(crop, name=f"{name}_crop")(skip)
+    x = layers.Concatenate(name=f"{name}_concat")([skip, x])
+    return conv_block(
+        x, filters, kernel_initializer=kernel_initializer, name=name, **block_kwargs
+    )
+
+
+def head(x, num_classes, *, name="head"):
+    """1x1 convolution to `num_classes` maps and the output activation.
+
+    One class gives a sigmoid (a probability per pixel); more give a softmax
+    over the channel axis. The activation is kept in float32 so that mixed
+    precision training stays numerically safe.
+    """
+    x = layers.Conv2D(num_classes, 1, name=f"{name}_conv")(x)
+    activation = "sigmoid" if num_classes == 1 else "softmax"
+    return layers.Activation(activation, dtype="float32", name=f"{name}_{activation}")(x)
+
+
+# ---------------------------------------------------------------------------
+# The network
+# ---------------------------------------------------------------------------
+def _validate(input_shape, num_classes, depth, filters, dropout, padding, upsampling):
+    if len(input_shape) != 3:
+        raise ValueError(
+            f"`input_shape` must be (height, width, channels), got {input_shape!r}. "
+            "Use None for sizes that vary, e.g. (None, None, 1)."
+        )
+    _check_depth(depth)
+    if not isinstance(num_classes, int) or num_classes < 1:
+        raise ValueError(f"`num_classes` must be an integer >= 1, got {num_classes!r}.")
+    if not isinstance(filters, int) or filters < 1:
+        raise ValueError(f"`filters` must be an integer >= 1, got {filters!r}.")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+    if padding not in PADDINGS:
+        raise ValueError(f"`padding` must be one of {PADDINGS}, got {padding!r}.")
+    if upsampling not in UPSAMPLINGS:
+        raise ValueError(f"`upsampling` must be one of {UPSAMPLINGS}, got {upsampling!r}.")
+    for size in input_shape[:2]:
+        if size is None:
+            continue
+        if padding == "valid":
+            valid_output_size(size, depth)  # raises with the nearest sizes
+        elif size % 2**depth:
+            below = size // 2**depth * 2**depth
+            raise ValueError(
+                f"With padding='same' and depth {depth}, the input height and width "
+                f"must be divisible by 2**{depth} = {2**depth}, got {size}. "
+                f"Use {below or 2**depth} or {below + 2**depth}, or an input shape of "
+                "None and `predict_tiled` for images of any size."
+            )
+
+
+def build_unet(
+    input_shape=(None, None, 1),
+    num_classes=1,
+    depth=4,
+    filters=64,
+    batch_norm=False,
+    dropout=0.5,
+    padding="same",
+    upsampling="transpose",
+    kernel_initializer="he_normal",
+    name="unet",
+):
+    """Builds a U-Net.
+
+    The defaults with `padding="valid"` and `num_classes=2` reproduce the
+    paper's network: 23 convolutions, 64 to 1024 channels, a 388x388 output
+    for a 572x572 input.
+
+    Args:
+        input_shape: `(height, width, channels)`; None for sizes that vary.
+        num_classes: Output channels. 1 gives a sigmoid output (binary
+            segmentation); more give a softmax over the classes.
+        depth: Number of 2x2 poolings (4 in the paper).
+        filters: Channels of the first level; each level below doubles them.
+        batch_norm: Put BatchNormalization between every 3x3 convolution and
+            its ReLU (the convolutions then have no bias).
+        dropout: Dropout rate at the end of the contracting path, as in the
+            paper; 0 disables it.
+        padding: `"same"` keeps the spatial size (the input must be divisible
+            by `2**depth`); `"valid"` is the paper's unpadded network, whose
+            output is smaller than its input (see `valid_output_size`).
+        upsampling: `"transpose"` (the paper's 2x2 up-convolution) or
+            `"bilinear"` (bilinear upsampling followed by a 1x1 conv).
+        kernel_initializer: Initializer of the convolutions; He normal is the
+            paper's Gaussian with standard deviation sqrt(2 / fan_in).
+        name: Name of the model.
+
+    Returns:
+        A `keras.Model` mapping images to per-pixel class probabilities.
+    """
+    input_shape = tuple(input_shape)
+    _validate(input_shape, num_classes, depth, filters, dropout, padding, upsampling)
+    block_kwargs = dict(
+        batch_norm=batch_norm, padding=padding, kernel_initializer=kernel_initializer
+    )
+
+    inputs = keras.Input(shape=input_shape, name="image")
+    x, skips = inputs, []
+    for level in range(depth):
+        x, skip = down_step(x, filters * 2**level, name=f"down{level + 1}", **block_kwargs)
+        skips.append(skip)
+
+    x = conv_block(x, filters * 2**depth, name="bottleneck", **block_kwargs)
+    if dropout:
+        x = layers.Dropout(dropout, name="bottleneck_dropout")(x)
+
+    for level in reversed(range(depth)):
+        crop = _skip_crop(level, depth) if padding == "valid" else 0
+        x = up_step(
+            x, skips[level], filters * 2**level, upsampling=upsampling, crop=crop,
+            name=f"up{level + 1}", **block_kwargs,
+        )
+
+    outputs = head(x, num_classes)
+    return keras.Model(inputs, outputs, name=name)
+
+
+def count_conv_layers(model):
+    """Number of Conv2D and Conv2DTranspose layers (23 in the paper)."""
+    return sum(
+        isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)) for layer in model.layers
+    )
