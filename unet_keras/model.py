@@ -27,9 +27,13 @@ UPSAMPLINGS = ("transpose", "bilinear")
 # ---------------------------------------------------------------------------
 # Tile geometry of the valid-padding network
 # ---------------------------------------------------------------------------
+def _check_positive_int(value, name):
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+
+
 def _check_depth(depth):
-    if not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"`depth` must be an integer >= 1, got {depth!r}.")
+    _check_positive_int(depth, "depth")
 
 
 def _valid_sizes(bottom, depth):
@@ -168,23 +172,48 @@ def _skip_crop(level, depth):
 # ---------------------------------------------------------------------------
 # Blocks
 # ---------------------------------------------------------------------------
+def conv_bn_relu(
+    x, filters, *, batch_norm=False, padding="same",
+    kernel_initializer="he_normal", name="conv", suffix="",
+):
+    """One 3x3 convolution, optional BatchNorm, then a ReLU.
+
+    With BatchNorm the convolution has no bias: the normalisation's own
+    offset makes it redundant.
+
+    Args:
+        x: Input features.
+        filters: Output channels.
+        batch_norm: Put BatchNormalization between the convolution and the ReLU.
+        padding: `"same"` or `"valid"`.
+        kernel_initializer: Initializer of the convolution.
+        name: Prefix of the layer names.
+        suffix: Appended to the layer names: `{name}_conv{suffix}`,
+            `{name}_bn{suffix}`, `{name}_relu{suffix}`.
+
+    Returns:
+        The activated features.
+    """
+    x = layers.Conv2D(
+        filters, 3, padding=padding, use_bias=not batch_norm,
+        kernel_initializer=kernel_initializer, name=f"{name}_conv{suffix}",
+    )(x)
+    if batch_norm:
+        x = layers.BatchNormalization(name=f"{name}_bn{suffix}")(x)
+    return layers.Activation("relu", name=f"{name}_relu{suffix}")(x)
+
+
 def conv_block(
     x, filters, *, batch_norm=False, padding="same",
     kernel_initializer="he_normal", name="conv_block",
 ):
-    """Two 3x3 convolutions, each followed by optional BatchNorm and a ReLU.
-
-    With BatchNorm the convolutions have no bias: the normalisation's own
-    offset makes it redundant.
-    """
+    """Two 3x3 convolutions, each followed by optional BatchNorm and a ReLU
+    (two `conv_bn_relu`, suffixed 1 and 2)."""
     for i in (1, 2):
-        x = layers.Conv2D(
-            filters, 3, padding=padding, use_bias=not batch_norm,
-            kernel_initializer=kernel_initializer, name=f"{name}_conv{i}",
-        )(x)
-        if batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
-        x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
+        x = conv_bn_relu(
+            x, filters, batch_norm=batch_norm, padding=padding,
+            kernel_initializer=kernel_initializer, name=name, suffix=i,
+        )
     return x
 
 
@@ -207,7 +236,9 @@ def up_step(
 
     Args:
         x: Features from the level below.
-        skip: Features from the contracting path at this level.
+        skip: Features from the contracting path at this level, or a list of
+            feature maps of this level (U-Net++'s dense skips), concatenated
+            in order before the upsampled features.
         filters: Channels of this level.
         upsampling: `"transpose"` for the paper's 2x2 up-convolution, or
             `"bilinear"` for bilinear upsampling followed by a 1x1 conv.
@@ -224,46 +255,61 @@ def up_step(
         x = layers.Conv2D(
             filters, 1, kernel_initializer=kernel_initializer, name=f"{name}_upconv",
         )(x)
+    skips = list(skip) if isinstance(skip, (list, tuple)) else [skip]
     if crop:
-        skip = layers.Cropping2D(crop, name=f"{name}_crop")(skip)
-    x = layers.Concatenate(name=f"{name}_concat")([skip, x])
+        suffixes = [""] if len(skips) == 1 else range(1, len(skips) + 1)
+        skips = [
+            layers.Cropping2D(crop, name=f"{name}_crop{suffix}")(s)
+            for suffix, s in zip(suffixes, skips)
+        ]
+    x = layers.Concatenate(name=f"{name}_concat")([*skips, x])
     return conv_block(
         x, filters, kernel_initializer=kernel_initializer, name=name, **block_kwargs
     )
 
 
-def head(x, num_classes, *, name="head"):
+def head(x, num_classes, *, scale=1, name="head", output_name=None):
     """1x1 convolution to `num_classes` maps and the output activation.
 
     One class gives a sigmoid (a probability per pixel); more give a softmax
     over the channel axis. The activation is kept in float32 so that mixed
     precision training stays numerically safe.
+
+    Args:
+        x: Features to classify.
+        num_classes: Output channels.
+        scale: Bilinear upsampling factor applied to the class scores
+            (before the activation), for side outputs of deep supervision
+            that are computed at a coarser scale.
+        name: Prefix of the layer names.
+        output_name: Name of the activation layer, which names the model
+            output; `{name}_sigmoid` or `{name}_softmax` if None.
     """
     x = layers.Conv2D(num_classes, 1, name=f"{name}_conv")(x)
+    if scale != 1:
+        x = layers.UpSampling2D(scale, interpolation="bilinear", name=f"{name}_upsample")(x)
     activation = "sigmoid" if num_classes == 1 else "softmax"
-    return layers.Activation(activation, dtype="float32", name=f"{name}_{activation}")(x)
+    return layers.Activation(
+        activation, dtype="float32", name=output_name or f"{name}_{activation}"
+    )(x)
 
 
 # ---------------------------------------------------------------------------
 # The network
 # ---------------------------------------------------------------------------
-def _validate(input_shape, num_classes, depth, filters, dropout, padding, upsampling):
+def _validate_network(input_shape, num_classes, depth):
+    """Checks that every builder shares: the input rank, depth and classes."""
     if len(input_shape) != 3:
         raise ValueError(
             f"`input_shape` must be (height, width, channels), got {input_shape!r}. "
             "Use None for sizes that vary, e.g. (None, None, 1)."
         )
     _check_depth(depth)
-    if not isinstance(num_classes, int) or num_classes < 1:
-        raise ValueError(f"`num_classes` must be an integer >= 1, got {num_classes!r}.")
-    if not isinstance(filters, int) or filters < 1:
-        raise ValueError(f"`filters` must be an integer >= 1, got {filters!r}.")
-    if not 0 <= dropout < 1:
-        raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
-    if padding not in PADDINGS:
-        raise ValueError(f"`padding` must be one of {PADDINGS}, got {padding!r}.")
-    if upsampling not in UPSAMPLINGS:
-        raise ValueError(f"`upsampling` must be one of {UPSAMPLINGS}, got {upsampling!r}.")
+    _check_positive_int(num_classes, "num_classes")
+
+
+def _validate_input_size(input_shape, depth, padding="same"):
+    """Checks that the height and width pass through `depth` poolings."""
     for size in input_shape[:2]:
         if size is None:
             continue
@@ -277,6 +323,18 @@ def _validate(input_shape, num_classes, depth, filters, dropout, padding, upsamp
                 f"Use {below or 2**depth} or {below + 2**depth}, or an input shape of "
                 "None and `predict_tiled` for images of any size."
             )
+
+
+def _validate(input_shape, num_classes, depth, filters, dropout, padding, upsampling):
+    _validate_network(input_shape, num_classes, depth)
+    _check_positive_int(filters, "filters")
+    if not 0 <= dropout < 1:
+        raise ValueError(f"`dropout` must be in [0, 1), got {dropout!r}.")
+    if padding not in PADDINGS:
+        raise ValueError(f"`padding` must be one of {PADDINGS}, got {padding!r}.")
+    if upsampling not in UPSAMPLINGS:
+        raise ValueError(f"`upsampling` must be one of {UPSAMPLINGS}, got {upsampling!r}.")
+    _validate_input_size(input_shape, depth, padding)
 
 
 def build_unet(

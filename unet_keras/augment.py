@@ -1,0 +1,450 @@
+"""Data augmentation for segmentation, with OpenCV.
+
+The paper trains on few images and leans on augmentation: elastic
+deformations, shifts and rotations, and gray-value variations. The functions
+take an image plus any number of other arrays (masks, weight maps), transform
+them all with the same random draw, and interpolate each by its kind:
+
+* `"image"`: the `interpolation` argument (linear by default);
+* `"mask"`: nearest neighbour, so a binary mask stays binary;
+* `"weight"`: linear (a weight map is smooth, and must stay non-negative).
+
+When `kinds` is None, arrays whose values are all 0 or 1 are treated as masks
+and the rest as weight maps. Borders are mirrored (`cv2.BORDER_REFLECT_101`,
+the same as `np.pad(mode="reflect")`), as in the paper's overlap-tile scheme.
+Arrays may be `(H, W)` or `(H, W, C)`. Randomness always comes from a
+`numpy.random.Generator` (or a seed), so the same seed gives the same output.
+
+`Augmenter` combines them all for training tiles.
+"""
+
+import functools
+
+import cv2
+import numpy as np
+
+INTERPOLATIONS = {
+    "nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
+}
+KINDS = ("image", "mask", "weight")
+_BORDER = cv2.BORDER_REFLECT_101
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+def _rng(rng):
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def _interpolation(name):
+    if name not in INTERPOLATIONS:
+        raise ValueError(f"`interpolation` must be one of {tuple(INTERPOLATIONS)}, got {name!r}.")
+    return INTERPOLATIONS[name]
+
+
+def _kinds(others, kinds):
+    """The kind of each extra array: given, or guessed from its values."""
+    if kinds is None:
+        binary = [a.dtype == bool or bool(((a == 0) | (a == 1)).all()) for a in others]
+        return tuple("mask" if b else "weight" for b in binary)
+    kinds = (kinds,) * len(others) if isinstance(kinds, str) else tuple(kinds)
+    if len(kinds) != len(others) or any(k not in KINDS for k in kinds):
+        raise ValueError(
+            f"`kinds` must name one of {KINDS} for each of the {len(others)} extra "
+            f"array(s), got {kinds!r}."
+        )
+    return kinds
+
+
+def _flags(kind, interpolation):
+    return {"image": interpolation, "mask": cv2.INTER_NEAREST, "weight": cv2.INTER_LINEAR}[kind]
+
+
+def _check(image, others):
+    """Arrays as ndarrays, all (H, W) or (H, W, C) with the image's H and W."""
+    image, others = np.asarray(image), [np.asarray(a) for a in others]
+    for a in (image, *others):
+        if a.ndim not in (2, 3) or a.shape[:2] != image.shape[:2]:
+            raise ValueError(
+                "Arrays must be (H, W) or (H, W, C), all with the image's height and "
+                f"width; got shapes {[x.shape for x in (image, *others)]}."
+            )
+    return image, others
+
+
+def _remap(array, map_xy, flags):
+    """`cv2.remap` with mirror borders that keeps `(H, W, 1)` and bool arrays."""
+    source = array.view(np.uint8) if array.dtype == bool else array
+    out = cv2.remap(source, map_xy, None, flags, borderMode=_BORDER)
+    out = out.reshape(map_xy.shape[:2] + array.shape[2:])
+    return out.view(bool) if array.dtype == bool else out
+
+
+@functools.lru_cache(maxsize=32)
+def _grid(height, width, k=0):
+    """Pixel coordinates `(H, W, 2)` as (x, y), after symmetry `k`; cached
+    and read-only."""
+    x, y = np.meshgrid(np.arange(width, dtype=np.float32), np.arange(height, dtype=np.float32))
+    grid = apply_symmetry(np.dstack([x, y]), k) if k else np.dstack([x, y])
+    grid = np.ascontiguousarray(grid)
+    grid.flags.writeable = False
+    return grid
+
+
+def _result(image, others):
+    return (image, *others) if others else image
+
+
+# ---------------------------------------------------------------------------
+# Elastic deformation
+# ---------------------------------------------------------------------------
+def elastic_displacement(shape, grid=3, sigma=10.0, rng=None):
+    """The paper's random displacement field.
+
+    Displacement vectors on a coarse `grid` x `grid` lattice are drawn from a
+    Gaussian with `sigma` pixels standard deviation, then upsampled to every
+    pixel with bicubic interpolation (`cv2.resize`). The lattice points sit
+    at the centres of a `grid` x `grid` partition of the image.
+
+    Args:
+        shape: `(height, width)` of the field (extra axes are ignored).
+        grid: Lattice points per side (3 in the paper).
+        sigma: Standard deviation of the displacements in pixels (10 in the
+            paper).
+        rng: A `numpy.random.Generator` or a seed.
+
+    Returns:
+        A float32 array `(H, W, 2)` of (dx, dy) displacements.
+    """
+    if not isinstance(grid, (int, np.integer)) or grid < 1:
+        raise ValueError(f"`grid` must be an integer >= 1, got {grid!r}.")
+    if sigma < 0:
+        raise ValueError(f"`sigma` must be >= 0, got {sigma!r}.")
+    height, width = shape[:2]
+    coarse = _rng(rng).normal(0.0, sigma, size=(grid, grid, 2)).astype(np.float32)
+    return cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+
+
+def elastic_deform(
+    image, *others, grid=3, sigma=10.0, rng=None, interpolation="linear", kinds=None
+):
+    """Elastic deformation of an image and the arrays that go with it.
+
+    All arrays are warped by the same field (see `elastic_displacement`)
+    with `cv2.remap` and mirror borders; masks with nearest neighbour, weight
+    maps linearly (see the module docstring for `kinds`). `sigma=0` returns
+    exact copies.
+
+    Args:
+        image: `(H, W)` or `(H, W, C)` array.
+        *others: Masks or weight maps of the same height and width.
+        grid: Lattice points per side of the coarse displacement grid.
+        sigma: Standard deviation of the displacements in pixels.
+        rng: A `numpy.random.Generator` or a seed.
+        interpolation: `"linear"` or `"cubic"` (or `"nearest"`) for the image.
+        kinds: None to guess, one kind for all `others`, or one per array.
+
+    Returns:
+        The deformed image, or a tuple `(image, *others)` if others are given.
+    """
+    image, others = _check(image, others)
+    flags = _interpolation(interpolation)
+    kinds = _kinds(others, kinds)
+    field = elastic_displacement(image.shape, grid, sigma, rng)
+    if sigma == 0:
+        return _result(image.copy(), [a.copy() for a in others])
+    map_xy = _grid(*image.shape[:2]) + field
+    return _result(
+        _remap(image, map_xy, flags),
+        [_remap(a, map_xy, _flags(k, flags)) for a, k in zip(others, kinds)],
+    )
+
+
+# ---------------------------------------------------------------------------
+# Symmetries, small affine transforms, gray values
+# ---------------------------------------------------------------------------
+def apply_symmetry(array, k):
+    """One of the 8 symmetries of the square: `k % 4` quarter turns
+    (counter-clockwise), then a left-right flip if `k >= 4`.
+
+    `k = 0` is the identity. Undo it with `invert_symmetry`, e.g. to average
+    predictions over rotated copies of an input.
+    """
+    if not 0 <= k < 8:
+        raise ValueError(f"`k` must be in 0..7, got {k!r}.")
+    array = np.rot90(array, k % 4, axes=(0, 1))
+    return array[:, ::-1] if k >= 4 else array
+
+
+def invert_symmetry(array, k):
+    """Undoes `apply_symmetry(array, k)`."""
+    if not 0 <= k < 8:
+        raise ValueError(f"`k` must be in 0..7, got {k!r}.")
+    if k >= 4:
+        array = array[:, ::-1]
+    return np.rot90(array, -(k % 4), axes=(0, 1))
+
+
+def _symmetry_choices(height, width):
+    # Quarter turns would change the shape of a non-square array.
+    return 8 if height == width else (0, 2, 4, 6)
+
+
+def random_symmetry(rng, image, *others):
+    """The same random symmetry of the square for all arrays (flips and
+    quarter turns; flips and half turns only for a non-square image).
+
+    Returns:
+        The transformed image (a contiguous copy), or a tuple with the
+        others.
+    """
+    image, others = _check(image, others)
+    k = int(_rng(rng).choice(_symmetry_choices(*image.shape[:2])))
+    flip = [np.ascontiguousarray(apply_symmetry(a, k)) for a in (image, *others)]
+    return _result(flip[0], flip[1:])
+
+
+def _affine_matrix(rng, shape, max_rotation, max_shift):
+    """The 2x3 matrix mapping output to source pixel coordinates: a rotation
+    by up to `max_rotation` degrees about the centre and a shift by up to
+    `max_shift` pixels along each axis."""
+    angle = rng.uniform(-max_rotation, max_rotation)
+    shift = rng.uniform(-max_shift, max_shift, size=2)
+    centre = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
+    matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    matrix[:, 2] += shift
+    return matrix
+
+
+def random_affine(
+    rng, image, *others, max_rotation=15.0, max_shift=10.0, interpolation="linear", kinds=None
+):
+    """A small random rotation and shift, the same for all arrays.
+
+    Uses `cv2.warpAffine` with mirror borders; masks with nearest neighbour,
+    weight maps linearly.
+
+    Args:
+        rng: A `numpy.random.Generator` or a seed.
+        image: `(H, W)` or `(H, W, C)` array.
+        *others: Masks or weight maps of the same height and width.
+        max_rotation: Largest rotation in degrees (uniform in +-).
+        max_shift: Largest shift in pixels along each axis (uniform in +-).
+        interpolation: Interpolation of the image.
+        kinds: As for `elastic_deform`.
+
+    Returns:
+        The transformed image, or a tuple `(image, *others)`.
+    """
+    image, others = _check(image, others)
+    flags = _interpolation(interpolation)
+    kinds = _kinds(others, kinds)
+    matrix = _affine_matrix(_rng(rng), image.shape, max_rotation, max_shift)
+    size = (image.shape[1], image.shape[0])
+
+    def warp(array, flag):
+        out = cv2.warpAffine(array, matrix, size, flags=flag | cv2.WARP_INVERSE_MAP,
+                             borderMode=_BORDER)
+        return out.reshape(array.shape)
+
+    return _result(warp(image, flags), [warp(a, _flags(k, flags)) for a, k in zip(others, kinds)])
+
+
+def random_gray(rng, image, brightness=0.1, contrast=0.2, gamma=0.2):
+    """Random gray-value variation of an image in [0, 1].
+
+    A gamma `exp(U(-gamma, gamma))`, then a contrast factor
+    `U(1 - contrast, 1 + contrast)` about the image mean and a brightness
+    offset `U(-brightness, brightness)`, all clipped to [0, 1]. Apply it to
+    images only, never to masks or weight maps.
+
+    Returns:
+        A new float32 array of the image's shape.
+    """
+    rng = _rng(rng)
+    exponent = float(np.exp(rng.uniform(-gamma, gamma)))
+    factor = rng.uniform(1.0 - contrast, 1.0 + contrast)
+    offset = rng.uniform(-brightness, brightness)
+    out = np.clip(np.asarray(image, dtype=np.float32), 0.0, 1.0)
+    out = cv2.pow(out, exponent).reshape(out.shape)
+    mean = float(out.mean())
+    out *= factor
+    out += mean * (1.0 - factor) + offset
+    return np.clip(out, 0.0, 1.0, out=out)
+
+
+# ---------------------------------------------------------------------------
+# Tiles
+# ---------------------------------------------------------------------------
+def _tile_sizes(tile_size, output_size):
+    if not isinstance(tile_size, (int, np.integer)) or tile_size < 1:
+        raise ValueError(f"`tile_size` must be an integer >= 1, got {tile_size!r}.")
+    if output_size is None:
+        return int(tile_size), int(tile_size), 0
+    margin, odd = divmod(tile_size - output_size, 2)
+    if output_size < 1 or margin < 0 or odd:
+        raise ValueError(
+            f"`output_size` must be at most `tile_size` ({tile_size}) with an even "
+            f"difference, got {output_size!r}. For a valid-padding U-Net use "
+            "`unet_keras.model.valid_output_size(tile_size, depth)`."
+        )
+    return int(tile_size), int(output_size), margin
+
+
+def _random_origin(rng, shape, output_size):
+    """Top-left corner of a uniformly placed output region; an image smaller
+    than the region lands anywhere inside it."""
+    return tuple(
+        int(rng.integers(min(0, n - output_size), max(0, n - output_size) + 1))
+        for n in shape[:2]
+    )
+
+
+def crop_tile(origin, image, *others, tile_size, output_size=None):
+    """The tile whose output region starts at `origin`, mirror-padded where
+    it reaches past the image.
+
+    The image gets the full `tile_size` input tile; the others (targets) get
+    only its centred `output_size` region, which is what a valid-padding
+    U-Net predicts for that tile.
+
+    Args:
+        origin: `(row, col)` of the output region's top-left corner; may be
+            negative or reach past the image.
+        image: `(H, W)` or `(H, W, C)` array.
+        *others: Arrays of the same height and width.
+        tile_size: Side of the input tile.
+        output_size: Side of the output region; None for a same-padding
+            model (output = input).
+
+    Returns:
+        The image tile, or a tuple `(image_tile, *target_tiles)`.
+    """
+    tile_size, output_size, margin = _tile_sizes(tile_size, output_size)
+    image, others = _check(image, others)
+
+    def crop(array, start, size):
+        (top, left), (height, width) = start, array.shape[:2]
+        pad = [(max(-top, 0), max(top + size - height, 0)),
+               (max(-left, 0), max(left + size - width, 0))]
+        if any(p for pair in pad for p in pair):
+            array = np.pad(array, pad + [(0, 0)] * (array.ndim - 2), mode="reflect")
+            top, left = top + pad[0][0], left + pad[1][0]
+        return np.ascontiguousarray(array[top:top + size, left:left + size])
+
+    start = (origin[0] - margin, origin[1] - margin)
+    return _result(crop(image, start, tile_size), [crop(a, origin, output_size) for a in others])
+
+
+def random_tile(rng, image, *others, tile_size, output_size=None):
+    """A random tile: the output region is placed uniformly over the image
+    and the input tile extends `(tile_size - output_size) / 2` pixels past it
+    on each side (see `crop_tile`)."""
+    _, output_size_, _ = _tile_sizes(tile_size, output_size)
+    origin = _random_origin(_rng(rng), np.shape(image), output_size_)
+    return crop_tile(origin, image, *others, tile_size=tile_size, output_size=output_size)
+
+
+# ---------------------------------------------------------------------------
+# Everything together
+# ---------------------------------------------------------------------------
+class Augmenter:
+    """Random training tiles with every augmentation of the paper.
+
+    One call draws a tile position, a symmetry of the square, an elastic
+    deformation and a small rotation/shift, folds them into a single
+    sampling map, and warps the image, mask and weight map once each,
+    straight from the full image with mirror borders; then varies the gray
+    values of the image. Each step can be switched off. Warping only the
+    tile, once, keeps it fast.
+
+    Args:
+        tile_size: Side of the input tile; None for the whole image.
+        output_size: Side of the target tiles for a valid-padding U-Net
+            (centred in the input tile); None for same padding.
+        elastic: Elastic deformation (`grid`, `sigma`, over the input tile).
+        symmetries: Random flips and quarter turns.
+        affine: Random rotation up to `max_rotation` degrees and shift up to
+            `max_shift` pixels.
+        gray: Random gamma, contrast and brightness (`gamma`, `contrast`,
+            `brightness`, see `random_gray`).
+        interpolation: Interpolation of the image (`"linear"` or `"cubic"`).
+
+    Call it as `augmenter(rng, image, mask=None, weight=None)`: image
+    `(H, W)` or `(H, W, C)` in [0, 1], mask and weight map of the same height
+    and width. It returns the image tile, or a tuple with the mask and weight
+    tiles that were given.
+    """
+
+    def __init__(
+        self, tile_size=None, output_size=None, *, elastic=True, grid=3, sigma=10.0,
+        symmetries=True, affine=True, max_rotation=15.0, max_shift=10.0, gray=True,
+        brightness=0.1, contrast=0.2, gamma=0.2, interpolation="linear",
+    ):
+        if tile_size is None:
+            if output_size is not None:
+                raise ValueError("`output_size` needs a `tile_size`.")
+            self.margin = 0
+        else:
+            tile_size, output_size, self.margin = _tile_sizes(tile_size, output_size)
+        _interpolation(interpolation)
+        if sigma < 0 or max_rotation < 0 or max_shift < 0:
+            raise ValueError("`sigma`, `max_rotation` and `max_shift` must be >= 0.")
+        self.tile_size, self.output_size = tile_size, output_size
+        self.elastic, self.grid, self.sigma = elastic, grid, sigma
+        self.symmetries, self.affine = symmetries, affine
+        self.max_rotation, self.max_shift = max_rotation, max_shift
+        self.gray, self.brightness, self.contrast, self.gamma = gray, brightness, contrast, gamma
+        self.interpolation = interpolation
+
+    def _sampling_map(self, rng, shape):
+        """Map `(tile, tile, 2)` of source coordinates in the full image, and
+        the origin of the output region (for the crop-only fast path)."""
+        if self.tile_size is None:
+            tile_h, tile_w, out = shape[0], shape[1], None
+            origin = (0, 0)
+        else:
+            tile_h = tile_w = self.tile_size
+            out = self.output_size
+            origin = _random_origin(rng, shape, out)
+        warp = self.symmetries or self.elastic or self.affine
+        if not warp:
+            return None, origin
+        k = int(rng.choice(_symmetry_choices(tile_h, tile_w))) if self.symmetries else 0
+        # The symmetry is folded into the base grid; the displacement and the
+        # affine transform are isotropic random draws, so drawing them after
+        # the symmetry gives the same distribution as applying it last.
+        map_xy = _grid(tile_h, tile_w, k)
+        if self.elastic:
+            map_xy = map_xy + elastic_displacement((tile_h, tile_w), self.grid, self.sigma, rng)
+        top, left = origin[0] - self.margin, origin[1] - self.margin
+        if self.affine:
+            matrix = _affine_matrix(rng, (tile_h, tile_w), self.max_rotation, self.max_shift)
+        else:
+            matrix = np.eye(2, 3)
+        matrix[:, 2] += (left, top)
+        # cv2.transform beats numpy broadcasting over a last axis of length 2.
+        return cv2.transform(map_xy, matrix), origin
+
+    def __call__(self, rng, image, mask=None, weight=None):
+        rng = _rng(rng)
+        given = [(a, kind) for a, kind in ((mask, "mask"), (weight, "weight")) if a is not None]
+        image, others = _check(image, [a for a, _ in given])
+        map_xy, origin = self._sampling_map(rng, image.shape)
+        if map_xy is None and self.tile_size is None:
+            tiles = [a.copy() for a in (image, *others)]
+        elif map_xy is None:
+            tiles = crop_tile(origin, image, *others, tile_size=self.tile_size,
+                              output_size=self.output_size)
+            tiles = list(tiles) if others else [tiles]
+        else:
+            flags = INTERPOLATIONS[self.interpolation]
+            m = self.margin
+            target_map = map_xy[m:map_xy.shape[0] - m, m:map_xy.shape[1] - m] if m else map_xy
+            tiles = [_remap(image, map_xy, flags)] + [
+                _remap(a, target_map, _flags(kind, flags)) for a, (_, kind) in zip(others, given)
+            ]
+        if self.gray:
+            tiles[0] = random_gray(rng, tiles[0], self.brightness, self.contrast, self.gamma)
+        return _result(tiles[0], tiles[1:])

@@ -1,0 +1,386 @@
+"""The ISBI 2012 EM segmentation data: download, load, and split.
+
+30 training slices (512x512, 8-bit) of serial-section TEM of the Drosophila
+larva ventral nerve cord with their membrane labels, and 30 test slices whose
+labels were never released. The files are fetched from the `data/membrane/`
+folder of the public zhixuhao/unet repository (or any mirror with the same
+layout) and checked against sha256 sums that ship with this package.
+
+Terms of the data: free for non-commercial segmentation research; cite
+Cardona et al. 2010 (PLoS Biol 8(10): e1000502) and Arganda-Carreras et al.
+2015 (Front. Neuroanat. 9:142).
+"""
+
+import hashlib
+import os
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from importlib import resources
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm.auto import tqdm
+
+DEFAULT_BASE_URL = "https://raw.githubusercontent.com/zhixuhao/unet/master/data/membrane/"
+DATA_URL_ENV = "UNET_KERAS_DATA_URL"
+TIMEOUT = 10.0
+SPLITS = ("train", "test")
+TIFF_FILES = {"train": ("train-volume.tif", "train-labels.tif"), "test": ("test-volume.tif",)}
+
+_MANIFEST = "isbi2012_sha256.txt"
+_SCHEMES = ("http", "https", "file")
+_HOW_TO_DOWNLOAD = (
+    "Download it first with `unet_keras.datasets.download_isbi2012(dest)` "
+    "or `python -m unet_keras download`."
+)
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched, or its content is not the expected one."""
+
+
+# ---------------------------------------------------------------------------
+# Download
+# ---------------------------------------------------------------------------
+def manifest():
+    """The sha256 sums of the 90 ISBI 2012 files shipped with the package.
+
+    Returns:
+        A dict mapping relative paths (`"train/image/0.png"`, ...) to
+        lowercase hex sha256 sums.
+    """
+    text = resources.files(__package__).joinpath(_MANIFEST).read_text()
+    sums = {}
+    for line in text.splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.strip().removeprefix("./")] = digest.lower()
+    return sums
+
+
+def sha256sum(path):
+    """Hex sha256 of a file."""
+    hasher = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _resolve_base_url(base_url):
+    """The base URL to use, with a trailing slash; a local folder becomes a
+    file:// URL."""
+    if base_url is None:
+        base_url = os.environ.get(DATA_URL_ENV) or DEFAULT_BASE_URL
+    base_url = str(base_url)
+    scheme = urllib.parse.urlsplit(base_url).scheme
+    if not scheme and Path(base_url).is_dir():
+        base_url = Path(base_url).resolve().as_uri()
+    elif scheme not in _SCHEMES:
+        raise ValueError(
+            f"`base_url` must be an http://, https:// or file:// URL (or an existing "
+            f"local folder), got {base_url!r}."
+        )
+    return base_url if base_url.endswith("/") else base_url + "/"
+
+
+def _mirror_hint():
+    return (
+        "If this source is unreachable or wrong, download from a mirror with the same "
+        "layout: pass `base_url=` (http(s):// or file://) to download_isbi2012, or set "
+        f"the environment variable {DATA_URL_ENV}, e.g. "
+        f"`export {DATA_URL_ENV}=file:///path/to/isbi2012/`."
+    )
+
+
+def fetch_verified(url, target, sha256, timeout=TIMEOUT):
+    """Downloads one file and moves it to `target` only if its sha256 matches.
+
+    The file is streamed to a temporary name next to `target`, so an
+    interrupted or corrupt download never sits under the final name.
+
+    Args:
+        url: http(s):// or file:// URL of the file.
+        target: Final path of the file.
+        sha256: Expected hex sha256 of the content.
+        timeout: Socket timeout in seconds.
+
+    Returns:
+        `target` as a `pathlib.Path`.
+
+    Raises:
+        DownloadError: If the URL cannot be read, or the content has another
+            sha256 (the message names the file, both sums and the URL).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, partial = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        hasher = hashlib.sha256()
+        with os.fdopen(fd, "wb") as out:
+            try:
+                with urllib.request.urlopen(url, timeout=timeout) as response:
+                    for chunk in iter(lambda: response.read(1 << 16), b""):
+                        hasher.update(chunk)
+                        out.write(chunk)
+            except (urllib.error.URLError, OSError) as error:
+                reason = getattr(error, "reason", error)
+                raise DownloadError(
+                    f"Could not download {url}: {reason}. {_mirror_hint()}"
+                ) from error
+        actual = hasher.hexdigest()
+        if actual != sha256.lower():
+            raise DownloadError(
+                f"The download of {target.name} from {url} is corrupt or not the "
+                f"expected file: sha256 {actual}, expected {sha256.lower()}. "
+                f"It was not kept. {_mirror_hint()}"
+            )
+        os.replace(partial, target)
+    finally:
+        if os.path.exists(partial):
+            os.remove(partial)
+    return target
+
+
+def download_isbi2012(
+    dest="data/isbi2012", base_url=None, progress=True, *, files=None, timeout=TIMEOUT
+):
+    """Downloads the ISBI 2012 training and test slices, checked by sha256.
+
+    Fetches `train/image/{0..29}.png`, `train/label/{0..29}.png` and
+    `test/{0..29}.png` from `base_url` + relative path. Files already in
+    `dest` with the right sha256 are kept, so a second call does no network
+    I/O; a file with a wrong sha256 is deleted and downloaded again. Nothing
+    is ever moved into `dest` before its sha256 has been checked.
+
+    `keras.utils.get_file` is not used because it has no timeout, keeps a
+    download whose hash does not match, and prints a progress bar per file.
+
+    Args:
+        dest: Folder to download into.
+        base_url: URL of the folder holding `train/` and `test/`; http(s)://
+            and file:// work, and a local folder path too. None uses the
+            environment variable `UNET_KERAS_DATA_URL`, else `DEFAULT_BASE_URL`.
+        progress: Show a progress bar over the files.
+        files: Relative paths of a subset of the files to fetch (all 90 by
+            default).
+        timeout: Socket timeout in seconds, so an unreachable source fails
+            quickly.
+
+    Returns:
+        `dest` as a `pathlib.Path`.
+
+    Raises:
+        DownloadError: If a file cannot be fetched or has a wrong sha256.
+    """
+    sums = manifest()
+    if files is not None:
+        unknown = sorted(set(files) - set(sums))
+        if unknown:
+            raise ValueError(f"Unknown ISBI 2012 files {unknown}; known files look like "
+                             "'train/image/0.png', 'train/label/0.png', 'test/0.png'.")
+        sums = {name: sums[name] for name in files}
+    dest = Path(dest)
+
+    missing = []
+    for name, digest in sums.items():
+        path = dest / name
+        if path.is_file():
+            if sha256sum(path) == digest:
+                continue
+            path.unlink()  # never keep a file that does not match
+        missing.append(name)
+    if not missing:
+        return dest
+
+    base_url = _resolve_base_url(base_url)
+    bar = tqdm(missing, desc=f"ISBI 2012 from {base_url}", unit="file", disable=not progress)
+    for name in bar:
+        fetch_verified(base_url + name, dest / name, sums[name], timeout=timeout)
+    return dest
+
+
+# ---------------------------------------------------------------------------
+# Loading
+# ---------------------------------------------------------------------------
+def _slice_key(path):
+    """Sorts 0.png, 1.png, ..., 10.png numerically, other names after them."""
+    stem = path.stem
+    return (0, int(stem), stem) if stem.isdigit() else (1, 0, stem)
+
+
+def _pngs(folder):
+    return sorted(folder.glob("*.png"), key=_slice_key)
+
+
+def _check_gray(array, name):
+    if array is None:
+        raise ValueError(f"{name} could not be read as an image.")
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name} has shape {array.shape}, but ISBI 2012 slices are single-channel "
+            "grayscale images. Convert it to grayscale first, e.g. with "
+            "cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)."
+        )
+    return array
+
+
+def _to_unit(stack, name):
+    """uint8/uint16 slices to float32 in [0, 1]."""
+    if stack.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"{name} has dtype {stack.dtype}; expected 8- or 16-bit images.")
+    return stack.astype(np.float32) / np.iinfo(stack.dtype).max
+
+
+def _to_membrane(stack, name):
+    """Labels on disk (255 = interior, 0 = membrane) to masks with 1 = membrane."""
+    values = np.unique(stack)
+    if not np.isin(values, (0, 255)).all():
+        shown = ", ".join(str(v) for v in values[:10]) + (", ..." if values.size > 10 else "")
+        raise ValueError(
+            f"{name} has values {{{shown}}}; ISBI 2012 labels must be 0 (membrane) "
+            "and 255 (cell interior) only."
+        )
+    return (stack == 0).astype(np.float32)
+
+
+def _stack(slices, names):
+    shapes = {a.shape for a in slices}
+    if len(shapes) > 1:
+        raise ValueError(f"The slices differ in size ({sorted(shapes)}): {names[0]} ...")
+    return np.stack(slices)
+
+
+def _read_pngs(folder):
+    paths = _pngs(folder)
+    if not paths:
+        raise FileNotFoundError(f"No .png files in {folder}. {_HOW_TO_DOWNLOAD}")
+    slices = [_check_gray(cv2.imread(str(p), cv2.IMREAD_UNCHANGED), str(p)) for p in paths]
+    return paths, slices
+
+
+def _load_pngs(root, split):
+    if split == "test":
+        _, images = _read_pngs(root / "test")
+        return _to_unit(_stack(images, [root / "test"]), str(root / "test")), None
+    image_paths, images = _read_pngs(root / "train" / "image")
+    label_paths, labels = _read_pngs(root / "train" / "label")
+    if [p.name for p in image_paths] != [p.name for p in label_paths]:
+        raise ValueError(
+            f"The {len(image_paths)} images in {root / 'train' / 'image'} and the "
+            f"{len(label_paths)} labels in {root / 'train' / 'label'} do not pair up by "
+            "file name; every image needs a label of the same name."
+        )
+    masks = []
+    for path, image, label in zip(image_paths, images, labels):
+        if label.shape != image.shape:
+            raise ValueError(f"{path.name}: label shape {label.shape} != image {image.shape}.")
+        masks.append(_to_membrane(label, str(path.parent.parent / "label" / path.name)))
+    return _to_unit(_stack(images, image_paths), "the images"), np.stack(masks)
+
+
+def _read_tiff(path):
+    import tifffile
+
+    stack = tifffile.imread(path)
+    if stack.ndim == 2:
+        stack = stack[None]
+    if stack.ndim == 4 and stack.shape[-1] == 1:
+        stack = stack[..., 0]
+    if stack.ndim != 3:
+        raise ValueError(
+            f"{path} has shape {stack.shape}; expected a stack of grayscale slices "
+            "(slices, height, width)."
+        )
+    return stack
+
+
+def _load_tiffs(root, split):
+    images = _read_tiff(root / TIFF_FILES[split][0])
+    if split == "test":
+        return _to_unit(images, str(root / TIFF_FILES[split][0])), None
+    label_path = root / TIFF_FILES[split][1]
+    labels = _read_tiff(label_path)
+    if labels.shape != images.shape:
+        raise ValueError(
+            f"{label_path} holds labels of shape {labels.shape} but the images are "
+            f"{images.shape}; they must match slice for slice."
+        )
+    return _to_unit(images, str(root / TIFF_FILES[split][0])), _to_membrane(labels, str(label_path))
+
+
+def load_isbi2012(root="data/isbi2012", split="train"):
+    """Loads ISBI 2012 slices as float32 arrays.
+
+    Reads the PNG layout that `download_isbi2012` writes (`train/image`,
+    `train/label`, `test`), or the original challenge TIFF stacks
+    (`train-volume.tif`, `train-labels.tif`, `test-volume.tif`) when `root`
+    holds those instead. PNG slices are ordered by their numeric name.
+
+    Args:
+        root: Folder holding the data.
+        split: `"train"` or `"test"`.
+
+    Returns:
+        For `"train"`, a tuple `(images, masks)`: images `(N, H, W, 1)` in
+        [0, 1] and membrane masks `(N, H, W, 1)` with 1 = membrane and
+        0 = cell interior (the files store 0 = membrane, 255 = interior).
+        For `"test"`, the images only. Both float32.
+
+    Raises:
+        ValueError: For a bad split, colour images, labels with values other
+            than 0 and 255, or images and labels that do not pair up.
+        FileNotFoundError: If `root` holds neither layout.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {SPLITS}, got {split!r}.")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"No ISBI 2012 data at {root} (no such folder). {_HOW_TO_DOWNLOAD}")
+    png_folder = root / ("train/image" if split == "train" else "test")
+    if png_folder.is_dir():
+        images, masks = _load_pngs(root, split)
+    elif (root / TIFF_FILES[split][0]).is_file():
+        images, masks = _load_tiffs(root, split)
+    else:
+        raise FileNotFoundError(
+            f"No ISBI 2012 {split} data in {root}: expected the folder {png_folder} or the "
+            f"TIFF stack(s) {', '.join(TIFF_FILES[split])}. {_HOW_TO_DOWNLOAD}"
+        )
+    images = images[..., None]
+    return images if masks is None else (images, masks[..., None])
+
+
+def split_slices(n=30, val=(25, 26, 27, 28, 29)):
+    """Held-out validation by whole slice.
+
+    Neighbouring slices of a stack look alike, so validation tiles must come
+    from slices never seen in training rather than from random pixels or
+    tiles; the default keeps the last five of the 30 training slices.
+
+    Args:
+        n: Number of slices.
+        val: Indices of the validation slices.
+
+    Returns:
+        A tuple `(train_idx, val_idx)` of sorted int64 arrays.
+    """
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"`n` must be an integer >= 2, got {n!r}.")
+    val_idx = np.asarray(val)
+    if val_idx.ndim != 1 or val_idx.size == 0 or not np.issubdtype(val_idx.dtype, np.integer):
+        raise ValueError(f"`val` must be a non-empty sequence of slice indices, got {val!r}.")
+    bad = val_idx[(val_idx < 0) | (val_idx >= n)]
+    if bad.size:
+        raise ValueError(f"`val` indices {bad.tolist()} are outside 0..{n - 1}.")
+    if np.unique(val_idx).size != val_idx.size:
+        raise ValueError(f"`val` has repeated indices: {val!r}.")
+    if val_idx.size >= n:
+        raise ValueError("`val` holds every slice; leave at least one for training.")
+    train_idx = np.setdiff1d(np.arange(n), val_idx)
+    return train_idx.astype(np.int64), np.sort(val_idx).astype(np.int64)
