@@ -1,7 +1,11 @@
 """Shared fixtures. TensorFlow is the default backend; `make test` also runs the
 tests marked `backends` with KERAS_BACKEND=torch."""
 
+import contextlib
+import functools
 import os
+import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
@@ -9,6 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
+
+from unet_keras.datasets import download_isbi2012  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = REPO.parent / "shared" / "isbi2012"
@@ -25,3 +31,49 @@ def isbi_mirror():
     if not (MIRROR / "SHA256SUMS").is_file():
         pytest.skip(f"the ISBI 2012 mirror is not at {MIRROR}")
     return MIRROR
+
+
+class _CountingHandler(SimpleHTTPRequestHandler):
+    def do_GET(self):
+        self.server.requests += 1
+        super().do_GET()
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve(directory):
+    """An HTTP server on 127.0.0.1 for `directory`; yields it with its base URL."""
+    handler = functools.partial(_CountingHandler, directory=str(directory))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.requests = 0
+    server.base_url = f"http://127.0.0.1:{server.server_address[1]}/"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@pytest.fixture(scope="session")
+def mirror_server(isbi_mirror):
+    with serve(isbi_mirror) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def isbi_data(mirror_server, tmp_path_factory):
+    """All 90 files, downloaded once per session from the loopback server."""
+    dest = tmp_path_factory.mktemp("isbi2012")
+    assert download_isbi2012(dest, base_url=mirror_server.base_url, progress=False) == dest
+    return dest
+
+
+@pytest.fixture(scope="session")
+def serve_directory():
+    """`serve(directory)`: a context manager for a loopback HTTP server."""
+    return serve

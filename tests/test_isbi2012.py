@@ -1,12 +1,8 @@
 """ISBI 2012 download (from a loopback server and file://) and loading (NumPy only)."""
 
-import contextlib
-import functools
 import shutil
 import socket
-import threading
 import time
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import cv2
 import numpy as np
@@ -25,46 +21,6 @@ from unet_keras.datasets import (
 )
 
 SUBSET = ["train/image/0.png", "train/label/0.png", "test/7.png"]
-
-
-class _CountingHandler(SimpleHTTPRequestHandler):
-    def do_GET(self):
-        self.server.requests += 1
-        super().do_GET()
-
-    def log_message(self, *args):
-        pass
-
-
-@contextlib.contextmanager
-def serve(directory):
-    """An HTTP server on 127.0.0.1 for `directory`; yields it with its base URL."""
-    handler = functools.partial(_CountingHandler, directory=str(directory))
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.requests = 0
-    server.base_url = f"http://127.0.0.1:{server.server_address[1]}/"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
-
-
-@pytest.fixture(scope="session")
-def mirror_server(isbi_mirror):
-    with serve(isbi_mirror) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def downloaded(mirror_server, tmp_path_factory):
-    """All 90 files, downloaded once per session from the loopback server."""
-    dest = tmp_path_factory.mktemp("isbi2012")
-    assert download_isbi2012(dest, base_url=mirror_server.base_url, progress=False) == dest
-    return dest
 
 
 def _free_port():
@@ -86,16 +42,16 @@ def test_manifest_matches_the_mirror(isbi_mirror):
     assert sums == expected
 
 
-def test_download_everything_then_no_io(downloaded, mirror_server):
+def test_download_everything_then_no_io(isbi_data, mirror_server):
     for name, digest in manifest().items():
-        assert sha256sum(downloaded / name) == digest
-    assert not list(downloaded.rglob("*.part"))
+        assert sha256sum(isbi_data / name) == digest
+    assert not list(isbi_data.rglob("*.part"))
     before = mirror_server.requests
-    download_isbi2012(downloaded, base_url=mirror_server.base_url, progress=False)
+    download_isbi2012(isbi_data, base_url=mirror_server.base_url, progress=False)
     assert mirror_server.requests == before
 
 
-def test_corrupt_file_is_rejected_and_not_kept(isbi_mirror, tmp_path):
+def test_corrupt_file_is_rejected_and_not_kept(isbi_mirror, tmp_path, serve_directory):
     source = tmp_path / "mirror"
     shutil.copytree(isbi_mirror, source)
     bad = source / "train" / "label" / "0.png"
@@ -103,7 +59,7 @@ def test_corrupt_file_is_rejected_and_not_kept(isbi_mirror, tmp_path):
     data[100] ^= 0xFF
     bad.write_bytes(bytes(data))
     dest = tmp_path / "dest"
-    with serve(source) as server, pytest.raises(DownloadError) as error:
+    with serve_directory(source) as server, pytest.raises(DownloadError) as error:
         download_isbi2012(dest, base_url=server.base_url, progress=False, files=SUBSET)
     message = str(error.value)
     assert "0.png" in message
@@ -219,8 +175,8 @@ def test_load_errors(tmp_path):
         load_isbi2012(tmp_path)
 
 
-def test_load_downloaded_copy(downloaded):
-    test = load_isbi2012(downloaded, split="test")
+def test_load_downloaded_copy(isbi_data):
+    test = load_isbi2012(isbi_data, split="test")
     assert test.shape == (30, 512, 512, 1)
 
 

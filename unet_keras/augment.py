@@ -139,10 +139,9 @@ def elastic_deform(
     Args:
         image: `(H, W)` or `(H, W, C)` array.
         *others: Masks or weight maps of the same height and width.
-        grid: Lattice points per side of the coarse displacement grid.
-        sigma: Standard deviation of the displacements in pixels.
-        rng: A `numpy.random.Generator` or a seed.
-        interpolation: `"linear"` or `"cubic"` (or `"nearest"`) for the image.
+        grid, sigma, rng: As for `elastic_displacement`.
+        interpolation: `"linear"` or `"cubic"` (or `"nearest"`) for the
+            image; cubic can overshoot the image's range slightly.
         kinds: None to guess, one kind for all `others`, or one per array.
 
     Returns:
@@ -164,26 +163,25 @@ def elastic_deform(
 # ---------------------------------------------------------------------------
 # Symmetries, small affine transforms, gray values
 # ---------------------------------------------------------------------------
-def apply_symmetry(array, k):
-    """One of the 8 symmetries of the square: `k % 4` quarter turns
-    (counter-clockwise), then a left-right flip if `k >= 4`.
-
-    `k = 0` is the identity. Undo it with `invert_symmetry`, e.g. to average
-    predictions over rotated copies of an input.
-    """
+def _check_k(k):
     if not 0 <= k < 8:
-        raise ValueError(f"`k` must be in 0..7, got {k!r}.")
+        raise ValueError(f"`k` must be in 0..7 (the 8 symmetries of the square), got {k!r}.")
+
+
+def apply_symmetry(array, k):
+    """One of the 8 symmetries of the square (a view): `k % 4` quarter turns
+    counter-clockwise, then a left-right flip if `k >= 4`; `k = 0` is the
+    identity. `invert_symmetry` undoes it, e.g. to average predictions over
+    rotated and flipped copies of an input."""
+    _check_k(k)
     array = np.rot90(array, k % 4, axes=(0, 1))
     return array[:, ::-1] if k >= 4 else array
 
 
 def invert_symmetry(array, k):
     """Undoes `apply_symmetry(array, k)`."""
-    if not 0 <= k < 8:
-        raise ValueError(f"`k` must be in 0..7, got {k!r}.")
-    if k >= 4:
-        array = array[:, ::-1]
-    return np.rot90(array, -(k % 4), axes=(0, 1))
+    _check_k(k)
+    return np.rot90(array[:, ::-1] if k >= 4 else array, -(k % 4), axes=(0, 1))
 
 
 def _symmetry_choices(height, width):
@@ -193,12 +191,7 @@ def _symmetry_choices(height, width):
 
 def random_symmetry(rng, image, *others):
     """The same random symmetry of the square for all arrays (flips and
-    quarter turns; flips and half turns only for a non-square image).
-
-    Returns:
-        The transformed image (a contiguous copy), or a tuple with the
-        others.
-    """
+    half turns only for a non-square image). Returns contiguous copies."""
     image, others = _check(image, others)
     k = int(_rng(rng).choice(_symmetry_choices(*image.shape[:2])))
     flip = [np.ascontiguousarray(apply_symmetry(a, k)) for a in (image, *others)]
@@ -220,19 +213,10 @@ def _affine_matrix(rng, shape, max_rotation, max_shift):
 def random_affine(
     rng, image, *others, max_rotation=15.0, max_shift=10.0, interpolation="linear", kinds=None
 ):
-    """A small random rotation and shift, the same for all arrays.
-
-    Uses `cv2.warpAffine` with mirror borders; masks with nearest neighbour,
-    weight maps linearly.
-
-    Args:
-        rng: A `numpy.random.Generator` or a seed.
-        image: `(H, W)` or `(H, W, C)` array.
-        *others: Masks or weight maps of the same height and width.
-        max_rotation: Largest rotation in degrees (uniform in +-).
-        max_shift: Largest shift in pixels along each axis (uniform in +-).
-        interpolation: Interpolation of the image.
-        kinds: As for `elastic_deform`.
+    """A small random rotation (uniform in +-`max_rotation` degrees, about
+    the centre) and shift (uniform in +-`max_shift` pixels per axis), the same
+    for all arrays, by `cv2.warpAffine` with mirror borders. `interpolation`
+    and `kinds` work as for `elastic_deform`.
 
     Returns:
         The transformed image, or a tuple `(image, *others)`.
@@ -302,21 +286,12 @@ def _random_origin(rng, shape, output_size):
 
 
 def crop_tile(origin, image, *others, tile_size, output_size=None):
-    """The tile whose output region starts at `origin`, mirror-padded where
-    it reaches past the image.
+    """The tile whose output region has its top-left corner at `origin`
+    (row, col), mirror-padded where it reaches past the image.
 
-    The image gets the full `tile_size` input tile; the others (targets) get
-    only its centred `output_size` region, which is what a valid-padding
-    U-Net predicts for that tile.
-
-    Args:
-        origin: `(row, col)` of the output region's top-left corner; may be
-            negative or reach past the image.
-        image: `(H, W)` or `(H, W, C)` array.
-        *others: Arrays of the same height and width.
-        tile_size: Side of the input tile.
-        output_size: Side of the output region; None for a same-padding
-            model (output = input).
+    The image gets the `tile_size` input tile; the others (targets) only its
+    centred `output_size` region, what a valid-padding U-Net predicts for
+    that tile. `output_size=None` means same padding (output = input).
 
     Returns:
         The image tile, or a tuple `(image_tile, *target_tiles)`.
@@ -382,12 +357,11 @@ class Augmenter:
         symmetries=True, affine=True, max_rotation=15.0, max_shift=10.0, gray=True,
         brightness=0.1, contrast=0.2, gamma=0.2, interpolation="linear",
     ):
-        if tile_size is None:
-            if output_size is not None:
-                raise ValueError("`output_size` needs a `tile_size`.")
-            self.margin = 0
-        else:
+        self.margin = 0
+        if tile_size is not None:
             tile_size, output_size, self.margin = _tile_sizes(tile_size, output_size)
+        elif output_size is not None:
+            raise ValueError("`output_size` needs a `tile_size`.")
         _interpolation(interpolation)
         if sigma < 0 or max_rotation < 0 or max_shift < 0:
             raise ValueError("`sigma`, `max_rotation` and `max_shift` must be >= 0.")
@@ -402,14 +376,11 @@ class Augmenter:
         """Map `(tile, tile, 2)` of source coordinates in the full image, and
         the origin of the output region (for the crop-only fast path)."""
         if self.tile_size is None:
-            tile_h, tile_w, out = shape[0], shape[1], None
-            origin = (0, 0)
+            (tile_h, tile_w), origin = shape[:2], (0, 0)
         else:
             tile_h = tile_w = self.tile_size
-            out = self.output_size
-            origin = _random_origin(rng, shape, out)
-        warp = self.symmetries or self.elastic or self.affine
-        if not warp:
+            origin = _random_origin(rng, shape, self.output_size)
+        if not (self.symmetries or self.elastic or self.affine):
             return None, origin
         k = int(rng.choice(_symmetry_choices(tile_h, tile_w))) if self.symmetries else 0
         # The symmetry is folded into the base grid; the displacement and the

@@ -1,0 +1,199 @@
+"""Augmentation (NumPy/OpenCV only: not run again on other backends)."""
+
+import numpy as np
+import pytest
+
+from unet_keras.augment import (
+    Augmenter,
+    apply_symmetry,
+    crop_tile,
+    elastic_deform,
+    elastic_displacement,
+    invert_symmetry,
+    random_affine,
+    random_gray,
+    random_symmetry,
+    random_tile,
+)
+from unet_keras.model import valid_output_size
+
+
+@pytest.fixture
+def sample(rng):
+    """A smooth image in [0, 1], a binary mask and a positive weight map."""
+    y, x = np.mgrid[0:64, 0:80]
+    image = (0.5 + 0.4 * np.sin(x / 5.0) * np.cos(y / 7.0)).astype(np.float32)[..., None]
+    mask = (rng.random((64, 80, 1)) < 0.3).astype(np.float32)
+    weight = (1.0 + 9.0 * rng.random((64, 80))).astype(np.float32)
+    return image, mask, weight
+
+
+# ---------------------------------------------------------------------------
+# Elastic deformation
+# ---------------------------------------------------------------------------
+def test_displacement_matches_sigma_at_the_grid_points(rng):
+    # With 33 pixels and a 3x3 grid the lattice points fall on pixels 5, 16, 27.
+    fields = np.stack([elastic_displacement((33, 33), 3, 10.0, rng) for _ in range(400)])
+    assert fields.shape == (400, 33, 33, 2) and fields.dtype == np.float32
+    at_grid = fields[:, 5::11, 5::11]
+    assert at_grid.std() == pytest.approx(10.0, rel=0.05)
+    assert abs(at_grid.mean()) < 0.5
+    magnitude = np.linalg.norm(at_grid, axis=-1).mean()
+    assert magnitude == pytest.approx(10.0 * np.sqrt(np.pi / 2), rel=0.05)
+    assert elastic_displacement((40, 50), 3, 10.0, rng).shape == (40, 50, 2)
+
+
+def test_sigma_zero_is_the_identity(sample):
+    out = elastic_deform(*sample, sigma=0.0, rng=1)
+    for a, b in zip(out, sample):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(elastic_deform(sample[0], sigma=0, rng=1), sample[0])
+
+
+def test_deform_keeps_masks_binary_and_is_seeded(sample):
+    image, mask, weight = elastic_deform(*sample, sigma=10.0, rng=3)
+    assert image.shape == (64, 80, 1) and mask.shape == (64, 80, 1) and weight.shape == (64, 80)
+    assert set(np.unique(mask)) <= {0.0, 1.0}
+    assert not np.array_equal(mask, sample[1])
+    assert weight.min() >= sample[2].min() - 1e-5 and weight.max() <= sample[2].max() + 1e-5
+    again = elastic_deform(*sample, sigma=10.0, rng=np.random.default_rng(3))
+    for a, b in zip((image, mask, weight), again):
+        np.testing.assert_array_equal(a, b)
+    other = elastic_deform(*sample, sigma=10.0, rng=4)
+    assert not np.array_equal(other[0], image)
+
+
+def test_deform_kinds_and_dtypes(sample):
+    image, mask, _ = sample
+    bool_mask = mask[..., 0] > 0
+    out_image, out_mask = elastic_deform(image[..., 0], bool_mask, rng=0)
+    assert out_image.shape == (64, 80) and out_mask.dtype == bool
+    # The same field for all: a mask warped as "image" with nearest equals it as "mask".
+    a = elastic_deform(mask, mask, rng=5, interpolation="nearest", kinds="mask")
+    np.testing.assert_array_equal(a[0], a[1])
+    rgb = np.repeat(image, 3, axis=-1)
+    assert elastic_deform(rgb, rng=0, interpolation="cubic").shape == (64, 80, 3)
+    with pytest.raises(ValueError, match="kinds"):
+        elastic_deform(image, mask, kinds=("mask", "weight"))
+    with pytest.raises(ValueError, match="height and width"):
+        elastic_deform(image, mask[:10])
+    with pytest.raises(ValueError, match="interpolation"):
+        elastic_deform(image, interpolation="area")
+
+
+# ---------------------------------------------------------------------------
+# Symmetries, affine, gray values
+# ---------------------------------------------------------------------------
+def test_symmetries(rng):
+    square = rng.random((6, 6, 2))
+    seen = {apply_symmetry(square, k).tobytes() for k in range(8)}
+    assert len(seen) == 8
+    for k in range(8):
+        np.testing.assert_array_equal(invert_symmetry(apply_symmetry(square, k), k), square)
+    image, mask = random_symmetry(rng, square, square[..., 0])
+    np.testing.assert_array_equal(image[..., 0], mask)
+    assert image.flags.c_contiguous
+    assert random_symmetry(rng, rng.random((4, 7))).shape == (4, 7)
+    with pytest.raises(ValueError, match="0..7"):
+        apply_symmetry(square, 8)
+
+
+def test_random_affine(sample):
+    image, mask, weight = sample
+    same = random_affine(0, image, mask, weight, max_rotation=0.0, max_shift=0.0)
+    for a, b in zip(same, sample):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    out_image, out_mask, out_weight = random_affine(0, image, mask, weight)
+    assert out_image.shape == image.shape and out_weight.shape == weight.shape
+    assert set(np.unique(out_mask)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(out_mask, random_affine(0, image, mask, weight)[1])
+
+
+def test_random_gray(sample):
+    image = sample[0]
+    out = random_gray(0, image)
+    assert out.dtype == np.float32 and out.shape == image.shape
+    assert 0.0 <= out.min() and out.max() <= 1.0
+    assert not np.allclose(out, image)
+    np.testing.assert_array_equal(out, random_gray(0, image))
+    np.testing.assert_allclose(random_gray(0, image, 0, 0, 0), image, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------
+# Tiles
+# ---------------------------------------------------------------------------
+def test_crop_tile_inside_and_past_the_border(sample):
+    image, mask, _ = sample
+    tile, target = crop_tile((10, 20), image, mask, tile_size=16)
+    np.testing.assert_array_equal(tile, image[10:26, 20:36])
+    np.testing.assert_array_equal(target, mask[10:26, 20:36])
+    # Output region rows -2..5, cols 70..77; the input tile reaches 6 further.
+    tile, target = crop_tile((-2, 70), image, mask, tile_size=20, output_size=8)
+    pad = ((8, 8), (8, 8), (0, 0))  # original index + 8 = padded index
+    np.testing.assert_array_equal(tile, np.pad(image, pad, mode="reflect")[0:20, 72:92])
+    np.testing.assert_array_equal(target, np.pad(mask, pad, mode="reflect")[6:14, 78:86])
+
+
+def test_random_tile_valid_geometry(rng):
+    tile_size = 60
+    output_size = valid_output_size(tile_size, 2)
+    margin = (tile_size - output_size) // 2
+    image = rng.random((50, 70))
+    for _ in range(20):
+        tile, target = random_tile(rng, image, image, tile_size=tile_size,
+                                   output_size=output_size)
+        assert tile.shape == (60, 60) and target.shape == (output_size, output_size)
+        np.testing.assert_array_equal(target, tile[margin:-margin, margin:-margin])
+    small = random_tile(rng, rng.random((10, 12, 2)), tile_size=32)
+    assert small.shape == (32, 32, 2)
+    with pytest.raises(ValueError, match="valid_output_size"):
+        random_tile(rng, image, tile_size=60, output_size=21)
+
+
+# ---------------------------------------------------------------------------
+# Augmenter
+# ---------------------------------------------------------------------------
+def test_augmenter_shapes_and_binary_masks(sample):
+    image, mask, weight = sample
+    for tile_size, output_size in ((32, None), (60, valid_output_size(60, 2))):
+        augment = Augmenter(tile_size, output_size)
+        out = output_size or tile_size
+        x, y, w = augment(np.random.default_rng(0), image, mask, weight)
+        assert x.shape == (tile_size, tile_size, 1) and x.dtype == np.float32
+        assert y.shape == (out, out, 1) and w.shape == (out, out)
+        assert set(np.unique(y)) <= {0.0, 1.0} and 0.0 <= x.min() and x.max() <= 1.0
+        again = augment(np.random.default_rng(0), image, mask, weight)
+        for a, b in zip((x, y, w), again):
+            np.testing.assert_array_equal(a, b)
+    whole = Augmenter()(0, image)
+    assert whole.shape == image.shape
+
+
+def test_augmenter_targets_stay_aligned_with_the_input(sample):
+    """A weight map equal to the image is warped exactly like the image."""
+    image = sample[0][..., 0]
+    output_size = valid_output_size(60, 2)
+    margin = (60 - output_size) // 2
+    augment = Augmenter(60, output_size, gray=False)
+    for seed in range(5):
+        x, w = augment(seed, image, weight=image)
+        np.testing.assert_array_equal(w, x[margin:-margin, margin:-margin])
+
+
+def test_augmenter_switches(sample):
+    image, mask, _ = sample
+    plain = Augmenter(32, elastic=False, symmetries=False, affine=False, gray=False)
+    rng = np.random.default_rng(7)
+    x, y = plain(rng, image, mask)
+    replay = np.random.default_rng(7)
+    top = int(replay.integers(0, 64 - 32 + 1))
+    left = int(replay.integers(0, 80 - 32 + 1))
+    np.testing.assert_array_equal(x, image[top:top + 32, left:left + 32])
+    np.testing.assert_array_equal(y, mask[top:top + 32, left:left + 32])
+
+    symmetric = Augmenter(32, elastic=False, affine=False, gray=False)
+    x_sym, y_sym = symmetric(np.random.default_rng(7), image, mask)
+    matches = [k for k in range(8) if np.array_equal(x_sym, apply_symmetry(x, k))]
+    assert matches and np.array_equal(y_sym, apply_symmetry(y, matches[0]))
+    with pytest.raises(ValueError, match="tile_size"):
+        Augmenter(None, 20)
