@@ -30,7 +30,9 @@ def test_small_unet_learns_discs_on_noise():
     x, y = discs_on_noise(256, seed=0)
     x_test, y_test = discs_on_noise(32, seed=1)
     model = build_unet(filters=8, depth=2, dropout=0)
-    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=BCEDiceLoss(), metrics=[DiceCoefficient()])
+    model.compile(
+        optimizer=keras.optimizers.Adam(3e-3), loss=BCEDiceLoss(), metrics=[DiceCoefficient()]
+    )
     model.fit(x, y, batch_size=16, epochs=8, verbose=0)
     scores = model.evaluate(x_test, y_test, verbose=0, return_dict=True)
     assert scores["dice"] > 0.9, scores
@@ -53,7 +55,8 @@ def test_weight_map_flows_through_fit_as_sample_weight():
 def test_save_and_load_without_custom_objects(tmp_path, loss):
     x, y = discs_on_noise(4, size=16)
     model = build_unet(filters=4, depth=2, batch_norm=True)
-    model.compile(optimizer="adam", loss=loss, metrics=[DiceCoefficient(), keras.metrics.BinaryIoU()])
+    metrics = [DiceCoefficient(), keras.metrics.BinaryIoU()]
+    model.compile(optimizer="adam", loss=loss, metrics=metrics)
     model.fit(x, y, epochs=1, verbose=0)
     path = tmp_path / "unet.keras"
     model.save(path)

@@ -188,10 +188,11 @@ def prune_unet_plus_plus(model, level):
     output_name = _node_name(0, level)
     if output_name not in {layer.name for layer in model.layers}:
         raise ValueError(
-            f"The model has no output {output_name!r} to prune to: only "
-            f"{model.output_names} are trained. "
-            "Build it with `build_unet_plus_plus(..., deep_supervision=True)` to "
-            "supervise every X^{0,j}."
+            f"The model has no output {output_name!r} to prune to, only "
+            f"{model.output_names}: it was built with deep_supervision=False or "
+            "is pruned already. Prune the full model from "
+            "`build_unet_plus_plus(..., deep_supervision=True)`, which supervises "
+            "every X^{0,j}."
         )
     return keras.Model(
         model.input, model.get_layer(output_name).output, name=f"{model.name}_l{level}"
