@@ -1,5 +1,7 @@
 """ISBI 2012 scoring (plain NumPy/SciPy: not run again on other backends)."""
 
+from collections import deque
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -143,6 +145,86 @@ def test_thinning_connects_with_four_neighbours_only():
     interior[0, 0] = interior[1, 1] = True  # diagonal: two segments
     segments = thinned_segmentation(interior)
     assert segments[0, 0] != segments[1, 1]
+
+
+def _fiji_watershed(interior):
+    """A line-by-line port of Fiji's WatershedTransform2D (Vincent-Soille
+    flooding, 4-connected) on the binary image of the ISBI scoring: interior
+    0, boundary 255; pixels sorted by value, then column by column."""
+    height, width = interior.shape
+    mask, wshed, inqueue = -2, 0, -3
+    labels = np.full((width, height), -1)  # [x][y] as ImageJ
+    levels = [[(x, y) for x in range(width) for y in range(height) if interior[y, x] == value]
+              for value in (True, False)]
+
+    def neighbours(x, y):
+        for u, v in ((x - 1, y), (x, y - 1), (x + 1, y), (x, y + 1)):
+            if 0 <= u < width and 0 <= v < height:
+                yield u, v
+
+    current, flag = 0, False
+    for level in levels:
+        fifo = deque()
+        for x, y in level:
+            labels[x, y] = mask
+            if any(labels[u, v] >= wshed for u, v in neighbours(x, y)):
+                fifo.append((x, y))
+                labels[x, y] = inqueue
+        while fifo:
+            x, y = fifo.popleft()
+            for u, v in neighbours(x, y):
+                label = labels[u, v]
+                if label > 0:
+                    if labels[x, y] == inqueue or (labels[x, y] == wshed and flag):
+                        labels[x, y] = label
+                    elif labels[x, y] > 0 and labels[x, y] != label:
+                        labels[x, y], flag = wshed, False
+                elif label == wshed and labels[x, y] == inqueue:
+                    labels[x, y], flag = wshed, True
+                elif label == mask:
+                    labels[u, v] = inqueue
+                    fifo.append((u, v))
+        for x, y in level:  # new minima
+            if labels[x, y] == mask:
+                current += 1
+                labels[x, y] = current
+                fifo.append((x, y))
+                while fifo:
+                    for u, v in neighbours(*fifo.popleft()):
+                        if labels[u, v] == mask:
+                            labels[u, v] = current
+                            fifo.append((u, v))
+    return labels.T
+
+
+def _same_partition(a, b):
+    """Equal up to the label values, with the same pixels at 0."""
+    if not np.array_equal(a == 0, b == 0):
+        return False
+    pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+    return len(np.unique(pairs[0])) == len(np.unique(pairs[1])) == pairs.shape[1]
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3, 0.6])
+def test_thinning_equals_a_port_of_the_fiji_watershed(isbi_mask, noise):
+    """Same queue order, same tie-breaking where two fronts meet."""
+    mask = isbi_mask[:96, 200:296]
+    prob = ndimage.gaussian_filter(mask.astype(float), 2)
+    prob = np.clip(prob + np.random.default_rng(0).normal(0, noise, prob.shape), 0, 1)
+    for threshold in (0.1, 0.5, 0.9):
+        interior = (1 - prob) > threshold
+        assert _same_partition(thinned_segmentation(interior), _fiji_watershed(interior))
+
+
+def test_thinning_equals_the_fiji_port_on_random_maps():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        interior = ndimage.gaussian_filter(rng.random((23, 31)), 1.2) > 0.5
+        assert _same_partition(thinned_segmentation(interior), _fiji_watershed(interior))
+
+
+def test_fiji_port_without_interior_makes_one_basin():
+    assert (_fiji_watershed(np.zeros((4, 5), bool)) == 1).all()
 
 
 # ---------------------------------------------------------------------------
