@@ -4,18 +4,26 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+RUNTIME := $(VENV)/.runtime-installed
+STAMP := $(VENV)/.dev-installed
 RUN ?= default
 
-.PHONY: install test lint test-tf test-torch train notebooks bench clean
+.PHONY: install install-dev test lint test-tf test-torch train notebooks bench clean
 
-install: $(STAMP)
+# What `make train` needs; the test tools (PyTorch among them) come on top for `make test`.
+install: $(RUNTIME)
 
-$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+install-dev: $(STAMP)
+
+$(RUNTIME): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -r requirements.txt -r requirements-dev.txt
-	$(BIN)/python -m pip install --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -r requirements.txt
+	$(BIN)/python -m pip install --no-deps -e .
+	touch $(RUNTIME)
+
+$(STAMP): $(RUNTIME) requirements-dev.txt
+	$(BIN)/python -m pip install -r requirements-dev.txt
 	touch $(STAMP)
 
 lint: $(STAMP)
@@ -31,13 +39,13 @@ test-torch: $(STAMP)
 test: lint test-tf test-torch
 
 # The main job: download ISBI 2012, train, predict and score into runs/$(RUN)/.
-train: $(STAMP)
+train: $(RUNTIME)
 	$(BIN)/python -m unet_keras train --name $(RUN)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m unet_keras.notebook_runner notebooks notebooks/executed
 
-bench: $(STAMP)
+bench: $(RUNTIME)
 	$(BIN)/python benchmarks/bench_augment.py
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_train.py

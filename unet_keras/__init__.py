@@ -4,11 +4,18 @@ Ronneberger, Fischer & Brox, "U-Net: Convolutional Networks for Biomedical
 Image Segmentation", MICCAI 2015 (arXiv:1505.04597).
 """
 
+from unet_keras.augment import Augmenter, elastic_deform, elastic_displacement, random_tile
+from unet_keras.backend_utils import detect_device
+from unet_keras.datasets import DownloadError, download_isbi2012, load_isbi2012, split_slices
+from unet_keras.evaluate import rand_and_info_scores, score_isbi, thinned_segmentation
+from unet_keras.family import build_unet3plus, build_unet_plus_plus, prune_unet_plus_plus
+from unet_keras.inference import forward_flops, predict_tiled
 from unet_keras.losses import BCEDiceLoss, DiceLoss, WeightedCrossEntropy, soft_dice
 from unet_keras.metrics import DiceCoefficient, dice_coefficient
 from unet_keras.model import (
     build_unet,
     conv_block,
+    conv_bn_relu,
     count_conv_layers,
     down_step,
     head,
@@ -16,21 +23,44 @@ from unet_keras.model import (
     valid_input_size,
     valid_output_size,
 )
+from unet_keras.pipeline import TileDataset
+from unet_keras.weights import border_weight_map, border_weight_maps
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Augmenter",
     "BCEDiceLoss",
     "DiceCoefficient",
     "DiceLoss",
+    "DownloadError",
+    "TileDataset",
     "WeightedCrossEntropy",
+    "border_weight_map",
+    "border_weight_maps",
     "build_unet",
+    "build_unet3plus",
+    "build_unet_plus_plus",
     "conv_block",
+    "conv_bn_relu",
     "count_conv_layers",
+    "detect_device",
     "dice_coefficient",
     "down_step",
+    "download_isbi2012",
+    "elastic_deform",
+    "elastic_displacement",
+    "forward_flops",
     "head",
+    "load_isbi2012",
+    "predict_tiled",
+    "prune_unet_plus_plus",
+    "rand_and_info_scores",
+    "random_tile",
+    "score_isbi",
     "soft_dice",
+    "split_slices",
+    "thinned_segmentation",
     "up_step",
     "valid_input_size",
     "valid_output_size",

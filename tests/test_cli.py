@@ -1,0 +1,86 @@
+"""The command line: help, predict, evaluate, and clear errors for bad input."""
+
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from unet_keras import build_unet
+from unet_keras.cli import main, make_parser
+
+
+def test_help_lists_every_command():
+    result = subprocess.run(
+        [sys.executable, "-m", "unet_keras", "--help"], capture_output=True, text=True, check=True
+    )
+    for command in ("download", "train", "predict", "evaluate"):
+        assert command in result.stdout
+
+
+def test_train_options_mirror_the_config():
+    args = make_parser().parse_args(
+        ["train", "--filters", "8", "--no-tta", "--val-slices", "0", "1", "--learning-rate", "0.01"]
+    )
+    assert (args.filters, args.tta, args.val_slices, args.learning_rate) == (8, False, [0, 1], 0.01)
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "tiny.keras"
+    build_unet(filters=2, depth=2, dropout=0).save(path)
+    return path
+
+
+def _write_pngs(folder, images):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(images):
+        cv2.imwrite(str(folder / f"{i}.png"), image)
+    return folder
+
+
+def test_predict_then_evaluate(tmp_path, tiny_model, capsys):
+    rng = np.random.default_rng(0)
+    images = _write_pngs(tmp_path / "images", rng.integers(0, 256, (3, 70, 90), dtype=np.uint8))
+    out = tmp_path / "pred.tif"
+    assert main(["predict", "--model", str(tiny_model), "--input", str(images),
+                 "--output", str(out), "--no-tta", "--overlays", str(tmp_path / "ov")]) == 0
+    membrane = tifffile.imread(out)
+    assert membrane.shape == (3, 70, 90) and membrane.dtype == np.float32
+    assert len(list((tmp_path / "ov").glob("*.png"))) == 3
+
+    submission = tmp_path / "submission.tif"
+    assert main(["predict", "--model", str(tiny_model), "--input", str(images),
+                 "--output", str(submission), "--no-tta", "--isbi-submission"]) == 0
+    np.testing.assert_allclose(tifffile.imread(submission), 1 - membrane, atol=1e-6)
+
+    labels = np.where(rng.random((3, 70, 90)) > 0.3, 255, 0).astype(np.uint8)
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    capsys.readouterr()
+    assert main(["evaluate", "--prediction", str(submission), "--isbi-submission",
+                 "--labels", str(tmp_path / "labels.tif")]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert 0 <= scores["v_rand"] <= 1 and 0 <= scores["pixel_error"] <= 1
+
+
+def test_bad_input_gives_a_clear_error(tmp_path, tiny_model, capsys):
+    missing = tmp_path / "nowhere"
+    assert main(["predict", "--model", str(tiny_model), "--input", str(missing),
+                 "--output", str(tmp_path / "p.tif")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+    rgb = np.zeros((32, 32, 3), np.uint8)
+    rgb[..., 2] = 255
+    _write_pngs(tmp_path / "rgb", [rgb])
+    assert main(["predict", "--model", str(tiny_model), "--input", str(tmp_path / "rgb"),
+                 "--output", str(tmp_path / "p.tif")]) == 2
+    assert "colour (RGB)" in capsys.readouterr().err
+
+    tifffile.imwrite(tmp_path / "pred.tif", np.zeros((1, 8, 8), np.float32))
+    tifffile.imwrite(tmp_path / "labels.tif", np.full((1, 8, 8), 128, np.uint8))
+    assert main(["evaluate", "--prediction", str(tmp_path / "pred.tif"),
+                 "--labels", str(tmp_path / "labels.tif")]) == 2
+    assert "found the values 128" in capsys.readouterr().err

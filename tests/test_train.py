@@ -1,0 +1,98 @@
+"""A short real training run on the ISBI 2012 mirror writes the whole run
+folder, and an interrupted run resumes from its backup."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tifffile
+
+from unet_keras.plots import read_history
+from unet_keras.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
+
+
+def tiny_config(tmp_path, data_dir, **overrides):
+    values = dict(
+        name="tiny", runs_dir=str(tmp_path / "runs"), data_dir=str(data_dir),
+        filters=4, depth=2, tile_size=64, batch_size=2, epochs=2, steps_per_epoch=3,
+        val_slices=(28, 29), tta=False, learning_rate=1e-3,
+    )
+    return TrainConfig(**{**values, **overrides})
+
+
+def test_short_run_writes_every_file(tmp_path, isbi_data):
+    config = tiny_config(tmp_path, isbi_data)
+    metrics = train(config, verbose=0)
+    run = config.run_dir
+    for name in ("config.json", "history.csv", "model.keras", "curves.png", "metrics.json"):
+        assert (run / name).is_file(), name
+    assert not (run / "backup").exists()  # removed once the run finished
+    assert TrainConfig.from_json((run / "config.json").read_text()) == config
+    val = tifffile.imread(run / "predictions" / "val.tif")
+    test = tifffile.imread(run / "predictions" / "test.tif")
+    assert val.shape == (2, 512, 512) and val.dtype == np.float32
+    assert test.shape == (30, 512, 512) and test.dtype == np.float32
+    assert 0 <= val.min() and val.max() <= 1
+    assert sorted(p.name for p in (run / "overlays").iterdir()) == ["val_28.png", "val_29.png"]
+    saved = json.loads((run / "metrics.json").read_text())
+    assert saved["val_slices"] == [28, 29] and len(saved["train_slices"]) == 28
+    for key in ("v_rand", "v_info", "pixel_error", "dice", "iou"):
+        assert 0 <= saved["val"][key] <= 1
+        assert saved["val"][key] == pytest.approx(metrics["val"][key])
+    assert len(read_history(run / "history.csv")["loss"]) == 2
+
+
+class Interrupt(Exception):
+    pass
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Stops training like a Ctrl-C in the middle of an epoch."""
+
+    def __init__(self, epoch, step):
+        super().__init__()
+        self.at = (epoch, step)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise Interrupt
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+
+def test_interrupted_run_resumes_from_the_backup(tmp_path, isbi_data):
+    config = tiny_config(tmp_path, isbi_data, epochs=3, overlays=False)
+    with pytest.raises(Interrupt):
+        train(config, extra_callbacks=[InterruptAt(epoch=2, step=1)], verbose=0)
+    assert (config.run_dir / "backup").is_dir()
+    assert len(read_history(config.run_dir / "history.csv")["loss"]) == 2
+
+    recorder = EpochRecorder()
+    train(config, extra_callbacks=[recorder], verbose=0)
+    assert recorder.epochs == [2]  # epochs 0 and 1 were not trained again
+    history = read_history(config.run_dir / "history.csv")
+    assert history["epoch"] == [0, 1, 2]
+    assert not (config.run_dir / "backup").exists()
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(loss="focal")
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*depth"):
+        TrainConfig(tile_size=100)
+    with pytest.raises(ValueError, match="nearest sizes"):
+        TrainConfig(padding="valid", tile_size=250)

@@ -1,0 +1,92 @@
+"""Backend-specific helpers: which accelerator Keras sees, and what precision
+it supports.
+
+This is the one module that talks to TensorFlow, PyTorch or JAX directly;
+everything else in the package goes through `keras.ops`.
+"""
+
+import importlib
+from dataclasses import dataclass
+
+import keras
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """What the current Keras backend will compute on."""
+
+    backend: str
+    kind: str  # "GPU" or "CPU"
+    name: str
+    bf16: bool  # the GPU computes in bfloat16 natively (compute capability >= 8)
+
+    def __str__(self):
+        return f"{self.kind} ({self.name}) via the {self.backend} backend"
+
+
+def _tensorflow_device():
+    tf = importlib.import_module("tensorflow")
+    gpus = tf.config.list_physical_devices("GPU")
+    if not gpus:
+        return None
+    details = tf.config.experimental.get_device_details(gpus[0])
+    capability = details.get("compute_capability") or (0, 0)
+    return details.get("device_name", gpus[0].name), tuple(capability) >= (8, 0)
+
+
+def _torch_device():
+    torch = importlib.import_module("torch")
+    if not torch.cuda.is_available():
+        return None
+    return torch.cuda.get_device_name(0), bool(torch.cuda.is_bf16_supported())
+
+
+def _jax_device():
+    jax = importlib.import_module("jax")
+    gpus = [d for d in jax.devices() if d.platform == "gpu"]
+    if not gpus:
+        return None
+    capability = getattr(gpus[0], "compute_capability", "0")
+    return gpus[0].device_kind, float(capability or 0) >= 8.0
+
+
+_PROBES = {"tensorflow": _tensorflow_device, "torch": _torch_device, "jax": _jax_device}
+
+
+def detect_device():
+    """Returns a `DeviceInfo` for the GPU Keras will use, or the CPU."""
+    backend = keras.backend.backend()
+    probe = _PROBES.get(backend)
+    found = probe() if probe else None
+    if found is None:
+        return DeviceInfo(backend, "CPU", "host", bf16=False)
+    name, bf16 = found
+    return DeviceInfo(backend, "GPU", name, bf16=bf16)
+
+
+def choose_precision(requested, device):
+    """Resolves a mixed-precision request to a Keras dtype policy name.
+
+    Args:
+        requested: `"auto"`, `"off"`/`"float32"`, `"mixed_float16"` or
+            `"mixed_bfloat16"`.
+        device: A `DeviceInfo`.
+
+    Returns:
+        The policy name for `keras.mixed_precision.set_dtype_policy`. `"auto"`
+        gives `mixed_bfloat16` on GPUs that support it, `mixed_float16` on
+        other GPUs, and float32 on the CPU, where mixed precision is slower.
+    """
+    choices = ("auto", "off", "float32", "mixed_float16", "mixed_bfloat16")
+    if requested not in choices:
+        raise ValueError(f"`mixed_precision` must be one of {choices}, got {requested!r}.")
+    if requested == "auto":
+        if device.kind != "GPU":
+            return "float32"
+        return "mixed_bfloat16" if device.bf16 else "mixed_float16"
+    return "float32" if requested == "off" else requested
+
+
+def supports_jit(device):
+    """XLA compilation pays off on GPUs; TF's CPU XLA path is often slower."""
+    return device.kind == "GPU" and device.backend in ("tensorflow", "jax")

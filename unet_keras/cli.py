@@ -1,0 +1,135 @@
+"""Command line: `python -m unet_keras {download,train,predict,evaluate}`."""
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from unet_keras.io import membrane_mask_from_labels, read_stack, to_unit_range, write_stack
+
+
+def _add_config_arguments(parser):
+    """One option per `TrainConfig` field, with the field's default."""
+    from unet_keras.train import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        option = "--" + f.name.replace("_", "-")
+        if f.type is bool or isinstance(f.default, bool):
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=None)
+        elif f.name == "val_slices":
+            parser.add_argument(option, type=int, nargs="*", default=None, metavar="I")
+        else:
+            kind = type(f.default) if f.default is not None else str
+            parser.add_argument(option, type=kind, default=None, metavar=f.name.upper())
+
+
+def _train(args):
+    from unet_keras.train import TrainConfig, train
+
+    overrides = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(TrainConfig)
+        if getattr(args, f.name) is not None
+    }
+    if args.config:
+        config = TrainConfig(**{**json.loads(Path(args.config).read_text()), **overrides})
+    elif args.preset == "gpu":
+        config = TrainConfig.for_gpu(**overrides)
+    elif args.preset == "cpu":
+        config = TrainConfig(**overrides)
+    else:
+        config = TrainConfig.auto(**overrides)
+    train(config, verbose=args.verbose)
+
+
+def _download(args):
+    from unet_keras.datasets import download_isbi2012
+
+    print(f"ISBI 2012 data in {download_isbi2012(args.dest, base_url=args.base_url)}")
+
+
+def _predict(args):
+    import keras
+
+    from unet_keras.inference import predict_tiled
+    from unet_keras.plots import save_overlays
+
+    model = keras.models.load_model(args.model)
+    images = to_unit_range(read_stack(args.input))[..., None]
+    membrane = predict_tiled(
+        model, images, tile=args.tile, batch_size=args.batch_size, tta=args.tta
+    )[..., 0]
+    # The challenge expects the probability of cell interior, 1 - membrane.
+    written = write_stack(args.output, 1.0 - membrane if args.isbi_submission else membrane)
+    print(f"Wrote {written} ({len(membrane)} slices, "
+          f"{'interior' if args.isbi_submission else 'membrane'} probabilities).")
+    if args.overlays:
+        save_overlays(args.overlays, images, membrane)
+        print(f"Wrote overlays to {args.overlays}/")
+
+
+def _evaluate(args):
+    from unet_keras.evaluate import score_isbi
+
+    prob = read_stack(args.prediction).astype("float32")
+    if args.isbi_submission:
+        prob = 1.0 - prob
+    labels = read_stack(args.labels)
+    mask = membrane_mask_from_labels(labels, source=str(args.labels))
+    scores = score_isbi(prob, mask)
+    print(json.dumps({k: v for k, v in scores.items() if not isinstance(v, list)}, indent=2))
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(
+        prog="python -m unet_keras",
+        description="U-Net for ISBI 2012 EM segmentation: download, train, predict, evaluate.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("download", help="download and verify the ISBI 2012 data")
+    p.add_argument("--dest", default="data/isbi2012")
+    p.add_argument("--base-url", default=None,
+                   help="mirror base URL (default: $UNET_KERAS_DATA_URL or the public source)")
+    p.set_defaults(run=_download)
+
+    p = commands.add_parser("train", help="train on ISBI 2012, predict and score (a run folder)")
+    p.add_argument("--preset", choices=("auto", "cpu", "gpu"), default="auto",
+                   help="the CPU or GPU default configuration (auto: by the device)")
+    p.add_argument("--config", help="a config.json of an earlier run to start from")
+    p.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (0, 1, 2)")
+    _add_config_arguments(p)
+    p.set_defaults(run=_train)
+
+    p = commands.add_parser("predict", help="segment a folder of PNGs or a TIFF stack")
+    p.add_argument("--model", required=True, help="a .keras model, e.g. runs/default/model.keras")
+    p.add_argument("--input", required=True, help="a folder of images or a TIFF stack")
+    p.add_argument("--output", required=True, help="the float32 TIFF stack to write")
+    p.add_argument("--overlays", help="a folder for PNG overlays")
+    p.add_argument("--tile", type=int, default=None, help="input tile size (default: automatic)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="average over the 8 flips and rotations")
+    p.add_argument("--isbi-submission", action="store_true",
+                   help="write interior probabilities (1 - membrane), the challenge's convention")
+    p.set_defaults(run=_predict)
+
+    p = commands.add_parser("evaluate", help="ISBI 2012 scores (V_rand, V_info) of a prediction")
+    p.add_argument("--prediction", required=True, help="TIFF stack of membrane probabilities")
+    p.add_argument("--labels", required=True,
+                   help="folder or TIFF stack of labels (0 = membrane, 255 = interior)")
+    p.add_argument("--isbi-submission", action="store_true",
+                   help="the prediction holds interior probabilities (1 - membrane)")
+    p.set_defaults(run=_evaluate)
+    return parser
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (FileNotFoundError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

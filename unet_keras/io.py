@@ -1,0 +1,126 @@
+"""Reading and writing image stacks: a folder of PNGs or a TIFF stack in,
+float32 TIFF stacks out."""
+
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+import tifffile
+
+IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+TIFF_SUFFIXES = (".tif", ".tiff")
+
+
+def _slice_order(path):
+    """Sorts 2.png before 10.png: by the numbers in the name, then the name."""
+    numbers = [int(n) for n in re.findall(r"\d+", path.stem)]
+    return numbers, path.name
+
+
+def list_images(folder):
+    """The image files of a folder in slice order."""
+    folder = Path(folder)
+    files = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=_slice_order)
+
+
+def _check_gray(array, source):
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        channels = array[..., :3]
+        if not (np.array_equal(channels[..., 0], channels[..., 1])
+                and np.array_equal(channels[..., 0], channels[..., 2])):
+            raise ValueError(
+                f"{source} is a colour (RGB) image; the U-Net expects one gray channel. "
+                "Convert it, e.g. with cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)."
+            )
+        array = channels[..., 0]
+    if array.ndim != 2:
+        raise ValueError(f"{source} has shape {array.shape}; expected a 2-D gray image.")
+    return array
+
+
+def read_image(path):
+    """Reads one gray image as stored (uint8/uint16/float), shape (H, W)."""
+    path = Path(path)
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        array = tifffile.imread(path)
+    else:
+        array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+        if array is None:
+            raise ValueError(f"OpenCV cannot read {path}: not an image, or a corrupt file.")
+    return _check_gray(np.asarray(array), path)
+
+
+def read_stack(path):
+    """Reads a folder of images or a (multi-page) TIFF as an (N, H, W) array.
+
+    Args:
+        path: A folder of PNG/TIFF files (read in slice order: 2 before 10)
+            or a TIFF stack file.
+
+    Returns:
+        The stack with its stored dtype.
+
+    Raises:
+        FileNotFoundError: If the path does not exist or holds no image.
+        ValueError: For colour images or slices of different sizes.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: give a folder of PNGs or a TIFF stack.")
+    if path.is_dir():
+        files = list_images(path)
+        if not files:
+            raise FileNotFoundError(f"{path} holds no image ({', '.join(IMAGE_SUFFIXES)}).")
+        slices = [read_image(f) for f in files]
+        shapes = {s.shape for s in slices}
+        if len(shapes) > 1:
+            raise ValueError(f"The images in {path} have different sizes: {sorted(shapes)}.")
+        return np.stack(slices)
+    stack = np.asarray(tifffile.imread(path))
+    if stack.ndim == 2:
+        stack = stack[None]
+    if stack.ndim == 4:
+        stack = np.stack([_check_gray(s, f"{path} page {i}") for i, s in enumerate(stack)])
+    if stack.ndim != 3:
+        raise ValueError(f"{path} has shape {stack.shape}; expected (slices, H, W).")
+    return stack
+
+
+def to_unit_range(stack):
+    """Scales an integer stack to float32 in [0, 1] (by its dtype's maximum)."""
+    stack = np.asarray(stack)
+    if np.issubdtype(stack.dtype, np.integer):
+        return (stack / np.iinfo(stack.dtype).max).astype("float32")
+    stack = stack.astype("float32")
+    if stack.min() < 0 or stack.max() > 1:
+        raise ValueError(
+            f"Float images must lie in [0, 1], got values in [{stack.min()}, {stack.max()}]."
+        )
+    return stack
+
+
+def membrane_mask_from_labels(labels, source="labels"):
+    """Turns ISBI-style labels (0 = membrane, 255 = interior) into a float32
+    membrane mask (1 = membrane, 0 = interior).
+
+    Raises:
+        ValueError: If the labels hold values other than 0 and 255.
+    """
+    values = np.unique(labels)
+    if not set(values.tolist()) <= {0, 255}:
+        shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
+        raise ValueError(
+            f"{source} must be binary with 0 = membrane and 255 = cell interior; "
+            f"found the values {shown}. Threshold the labels first."
+        )
+    return (np.asarray(labels) == 0).astype("float32")
+
+
+def write_stack(path, stack):
+    """Writes an (N, H, W) float32 TIFF stack, creating the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(path, np.asarray(stack, dtype="float32"))
+    return path

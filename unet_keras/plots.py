@@ -1,0 +1,149 @@
+"""Pictures a person would rather look at than read: training curves,
+prediction overlays and error maps."""
+
+import csv
+from pathlib import Path
+
+import cv2
+import matplotlib.pyplot as plt
+import numpy as np
+
+MEMBRANE_COLOR = (255, 64, 160)  # magenta-ish, visible on gray EM
+FALSE_POSITIVE_COLOR = (255, 160, 0)  # predicted membrane that is not: orange
+FALSE_NEGATIVE_COLOR = (0, 170, 255)  # missed membrane: blue
+
+
+def _as_2d(array, what):
+    array = np.asarray(array)
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim != 2:
+        raise ValueError(f"`{what}` must be (H, W) or (H, W, 1), got shape {array.shape}.")
+    return array
+
+
+def _gray_to_rgb(image):
+    image = _as_2d(image, "image").astype("float32")
+    if image.max() > 1.0:
+        image = image / 255.0
+    return np.repeat((np.clip(image, 0, 1) * 255).astype("uint8")[..., None], 3, axis=-1)
+
+
+def overlay(image, membrane_prob, alpha=0.6, threshold=0.5):
+    """The image in gray with the predicted membrane painted over it.
+
+    Args:
+        image: (H, W) or (H, W, 1) in [0, 1] or [0, 255].
+        membrane_prob: Membrane probabilities of the same size.
+        alpha: Opacity of the membrane colour.
+        threshold: Probability from which a pixel is painted.
+
+    Returns:
+        An RGB uint8 image (H, W, 3).
+    """
+    rgb = _gray_to_rgb(image).astype("float32")
+    prob = _as_2d(membrane_prob, "membrane_prob")
+    painted = (prob >= threshold)[..., None] * alpha
+    rgb = rgb * (1 - painted) + np.array(MEMBRANE_COLOR, "float32") * painted
+    return rgb.astype("uint8")
+
+
+def error_map(image, membrane_prob, membrane_mask, threshold=0.5):
+    """False positives and false negatives of the membrane class in two colours.
+
+    Returns:
+        An RGB uint8 image (H, W, 3): the image in gray, orange where membrane
+        was predicted but is not, blue where membrane was missed.
+    """
+    rgb = _gray_to_rgb(image)
+    predicted = _as_2d(membrane_prob, "membrane_prob") >= threshold
+    truth = _as_2d(membrane_mask, "membrane_mask") > 0.5
+    rgb[predicted & ~truth] = FALSE_POSITIVE_COLOR
+    rgb[~predicted & truth] = FALSE_NEGATIVE_COLOR
+    return rgb
+
+
+def save_overlays(folder, images, membrane_probs, membrane_masks=None, names=None):
+    """Writes one PNG per slice: the overlay, and the error map beside it when
+    the ground truth is given.
+
+    Returns:
+        The list of written paths.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    names = names if names is not None else [f"{i:02d}" for i in range(len(images))]
+    paths = []
+    for i, name in enumerate(names):
+        panel = overlay(images[i], membrane_probs[i])
+        if membrane_masks is not None:
+            panel = np.concatenate(
+                [panel, error_map(images[i], membrane_probs[i], membrane_masks[i])], axis=1
+            )
+        path = folder / f"{name}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        paths.append(path)
+    return paths
+
+
+def read_history(path):
+    """Reads a `CSVLogger` file into a dict of float lists."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return {}
+    return {key: [float(row[key]) for row in rows] for key in rows[0]}
+
+
+def plot_history(history, path=None, title="Training"):
+    """Loss and Dice per epoch, training and validation side by side.
+
+    Args:
+        history: A dict of per-epoch lists (`keras.callbacks.History.history`)
+            or the path of a `CSVLogger` file.
+        path: Where to save the PNG; None only returns the figure.
+
+    Returns:
+        The matplotlib figure.
+    """
+    if not isinstance(history, dict):
+        history = read_history(history)
+    epochs = history.get("epoch")
+    epochs = [e + 1 for e in epochs] if epochs else None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for ax, key, label in zip(axes, ("loss", "dice"), ("Loss", "Dice (membrane)")):
+        for prefix, style in (("", "-"), ("val_", "--")):
+            values = history.get(prefix + key)
+            if values:
+                x = epochs or list(range(1, len(values) + 1))
+                ax.plot(x, values, style, label=("validation" if prefix else "training"))
+        ax.set_xlabel("epoch")
+        ax.set_title(label)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    if path is not None:
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return fig
+
+
+def show_images(panels, titles=None, cmap="gray", size=3.2):
+    """A row of images with titles, for notebooks.
+
+    Returns:
+        The matplotlib figure.
+    """
+    fig, axes = plt.subplots(1, len(panels), figsize=(size * len(panels), size))
+    axes = np.atleast_1d(axes)
+    for i, (ax, panel) in enumerate(zip(axes, panels)):
+        panel = np.asarray(panel)
+        if panel.ndim == 3 and panel.shape[-1] == 1:
+            panel = panel[..., 0]
+        ax.imshow(panel, cmap=cmap if panel.ndim == 2 else None)
+        if titles is not None:
+            ax.set_title(titles[i])
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
