@@ -29,6 +29,7 @@ import keras
 import numpy as np
 from keras import layers
 
+from unet_keras.augment import apply_symmetry, invert_symmetry
 from unet_keras.model import valid_input_size, valid_output_size
 
 DEFAULT_TILE = 256  # input tile of same models, about the output tile of valid ones
@@ -236,16 +237,7 @@ def _layout(plan, image_hw):
 # ---------------------------------------------------------------------------
 # Prediction
 # ---------------------------------------------------------------------------
-_SYMMETRIES = [(k, flip) for flip in (False, True) for k in range(4)]  # of the square
-
-
-def _transform(x, k, flip):
-    return np.rot90(x[:, ::-1] if flip else x, k, axes=(0, 1))
-
-
-def _untransform(y, k, flip):
-    y = np.rot90(y, -k, axes=(0, 1))
-    return y[:, ::-1] if flip else y
+_SYMMETRIES = 8  # of the square: 4 quarter turns, each with and without a flip
 
 
 def _predict_views(model, plan, views, batch_size):
@@ -337,13 +329,13 @@ def predict_tiled(model, image, tile=None, overlap=None, batch_size=4, tta=False
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     tile = _check_tile(tile, geometry)
-    transforms = _SYMMETRIES if tta else _SYMMETRIES[:1]
+    transforms = range(_SYMMETRIES if tta else 1)
     views = [(i, t) for i in range(len(batch)) for t in range(len(transforms))]
     totals = [0.0] * len(batch)
     per_call = max(len(transforms), int(batch_size))  # views whose tiles share batches
     for start in range(0, len(views), per_call):
         chunk = views[start : start + per_call]
-        arrays = [_transform(batch[i], *transforms[t]) for i, t in chunk]
+        arrays = [apply_symmetry(batch[i], t) for i, t in chunk]
         groups = {}  # rotated views of a non-square image get their own plan
         for index, array in enumerate(arrays):
             groups.setdefault(array.shape[:2], []).append(index)
@@ -352,7 +344,7 @@ def predict_tiled(model, image, tile=None, overlap=None, batch_size=4, tta=False
             predictions = _predict_views(model, plan, [arrays[k] for k in indices], batch_size)
             for k, prediction in zip(indices, predictions):
                 i, t = chunk[k]
-                totals[i] = totals[i] + _untransform(prediction, *transforms[t])
+                totals[i] = totals[i] + invert_symmetry(prediction, t)
     results = [np.ascontiguousarray(total / len(transforms), np.float32) for total in totals]
     return np.stack(results) if is_batch else results[0]
 

@@ -20,9 +20,16 @@ import urllib.request
 from importlib import resources
 from pathlib import Path
 
-import cv2
 import numpy as np
 from tqdm.auto import tqdm
+
+from unet_keras.io import (
+    list_images,
+    membrane_mask_from_labels,
+    read_image,
+    read_stack,
+    to_unit_range,
+)
 
 DEFAULT_BASE_URL = "https://raw.githubusercontent.com/zhixuhao/unet/master/data/membrane/"
 DATA_URL_ENV = "UNET_KERAS_DATA_URL"
@@ -206,112 +213,39 @@ def download_isbi2012(
 # ---------------------------------------------------------------------------
 # Loading
 # ---------------------------------------------------------------------------
-def _slice_key(path):
-    """Sorts 0.png, 1.png, ..., 10.png numerically, other names after them."""
-    stem = path.stem
-    return (0, int(stem), stem) if stem.isdigit() else (1, 0, stem)
-
-
-def _pngs(folder):
-    return sorted(folder.glob("*.png"), key=_slice_key)
-
-
-def _check_gray(array, name):
-    if array is None:
-        raise ValueError(f"{name} could not be read as an image.")
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[..., 0]
-    if array.ndim != 2:
-        raise ValueError(
-            f"{name} has shape {array.shape}, but ISBI 2012 slices are single-channel "
-            "grayscale images. Convert it to grayscale first, e.g. with "
-            "cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)."
-        )
-    return array
-
-
-def _to_unit(stack, name):
-    """uint8/uint16 slices to float32 in [0, 1]."""
-    if stack.dtype not in (np.uint8, np.uint16):
-        raise ValueError(f"{name} has dtype {stack.dtype}; expected 8- or 16-bit images.")
-    return stack.astype(np.float32) / np.iinfo(stack.dtype).max
-
-
-def _to_membrane(stack, name):
-    """Labels on disk (255 = interior, 0 = membrane) to masks with 1 = membrane."""
-    values = np.unique(stack)
-    if not np.isin(values, (0, 255)).all():
-        shown = ", ".join(str(v) for v in values[:10]) + (", ..." if values.size > 10 else "")
-        raise ValueError(
-            f"{name} has values {{{shown}}}; ISBI 2012 labels must be 0 (membrane) "
-            "and 255 (cell interior) only."
-        )
-    return (stack == 0).astype(np.float32)
-
-
-def _stack(slices, names):
-    shapes = {a.shape for a in slices}
-    if len(shapes) > 1:
-        raise ValueError(f"The slices differ in size ({sorted(shapes)}): {names[0]} ...")
-    return np.stack(slices)
-
-
-def _read_pngs(folder):
-    paths = _pngs(folder)
-    if not paths:
-        raise FileNotFoundError(f"No .png files in {folder}. {_HOW_TO_DOWNLOAD}")
-    slices = [_check_gray(cv2.imread(str(p), cv2.IMREAD_UNCHANGED), str(p)) for p in paths]
-    return paths, slices
-
-
 def _load_pngs(root, split):
     if split == "test":
-        _, images = _read_pngs(root / "test")
-        return _to_unit(_stack(images, [root / "test"]), str(root / "test")), None
-    image_paths, images = _read_pngs(root / "train" / "image")
-    label_paths, labels = _read_pngs(root / "train" / "label")
+        return to_unit_range(read_stack(root / "test")), None
+    image_paths = list_images(root / "train" / "image")
+    label_paths = list_images(root / "train" / "label")
     if [p.name for p in image_paths] != [p.name for p in label_paths]:
         raise ValueError(
             f"The {len(image_paths)} images in {root / 'train' / 'image'} and the "
             f"{len(label_paths)} labels in {root / 'train' / 'label'} do not pair up by "
             "file name; every image needs a label of the same name."
         )
+    images = read_stack(root / "train" / "image")
     masks = []
-    for path, image, label in zip(image_paths, images, labels):
+    for path, image in zip(label_paths, images):
+        label = read_image(path)
         if label.shape != image.shape:
-            raise ValueError(f"{path.name}: label shape {label.shape} != image {image.shape}.")
-        masks.append(_to_membrane(label, str(path.parent.parent / "label" / path.name)))
-    return _to_unit(_stack(images, image_paths), "the images"), np.stack(masks)
-
-
-def _read_tiff(path):
-    import tifffile
-
-    stack = tifffile.imread(path)
-    if stack.ndim == 2:
-        stack = stack[None]
-    if stack.ndim == 4 and stack.shape[-1] == 1:
-        stack = stack[..., 0]
-    if stack.ndim != 3:
-        raise ValueError(
-            f"{path} has shape {stack.shape}; expected a stack of grayscale slices "
-            "(slices, height, width)."
-        )
-    return stack
+            raise ValueError(f"{path}: label shape {label.shape} != image {image.shape}.")
+        masks.append(membrane_mask_from_labels(label, source=str(path)))
+    return to_unit_range(images), np.stack(masks)
 
 
 def _load_tiffs(root, split):
-    images = _read_tiff(root / TIFF_FILES[split][0])
+    images = read_stack(root / TIFF_FILES[split][0])
     if split == "test":
-        return _to_unit(images, str(root / TIFF_FILES[split][0])), None
+        return to_unit_range(images), None
     label_path = root / TIFF_FILES[split][1]
-    labels = _read_tiff(label_path)
+    labels = read_stack(label_path)
     if labels.shape != images.shape:
         raise ValueError(
             f"{label_path} holds labels of shape {labels.shape} but the images are "
             f"{images.shape}; they must match slice for slice."
         )
-    return _to_unit(images, str(root / TIFF_FILES[split][0])), _to_membrane(labels, str(label_path))
+    return to_unit_range(images), membrane_mask_from_labels(labels, source=str(label_path))
 
 
 def load_isbi2012(root="data/isbi2012", split="train"):
