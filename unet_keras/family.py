@@ -24,7 +24,9 @@ dict keyed by output name, and one target per output:
     model.compile("adam", loss=BCEDiceLoss())
     model.fit(images, {name: masks for name in model.output_names})
 
-Add `loss_weights=[1 / n] * n` (n outputs) to train on their mean instead.
+To train on their mean instead, give one loss per output with
+`loss=[BCEDiceLoss()] * n, loss_weights=[1 / n] * n` (n outputs): Keras 3
+refuses `loss_weights` next to a single loss.
 """
 
 import re

@@ -21,7 +21,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from unet_keras.io import (
     list_images,
