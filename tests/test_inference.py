@@ -223,3 +223,14 @@ def test_forward_flops_of_a_valid_model():
     same = build_unet(filters=2, depth=2, dropout=0)
     assert 0 < forward_flops(model, size) < forward_flops(same, size)
     assert valid_output_size(size, 2) == 100
+
+
+def test_depth_of_unet3plus_is_its_coarsest_scale():
+    """UNet 3+ pools skip features across scales; that is not extra depth."""
+    from unet_keras.family import build_unet3plus
+    from unet_keras.inference import _model_geometry
+
+    model = build_unet3plus((None, None, 1), filters=(2, 4, 8, 16, 32), cat_channels=2)
+    assert _model_geometry(model).depth == 4
+    image = np.random.default_rng(0).random((40, 50)).astype("float32")
+    assert predict_tiled(model, image, tile=32).shape == (40, 50, 1)

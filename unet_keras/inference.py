@@ -62,6 +62,28 @@ def _flat_layers(model):
             yield layer
 
 
+def _depth(model, channels):
+    """Number of 2x downsamplings from the input to the coarsest map.
+
+    Counting pooling layers is not enough: UNet 3+ also pools skip features
+    by 4, 8 and 16 on their way across. The coarsest pooled map of a large
+    probe input, whose shape Keras infers without computing anything, tells
+    the true depth.
+    """
+    pools = [layer for layer in _flat_layers(model) if isinstance(layer, layers.MaxPooling2D)]
+    if not pools:
+        return 0
+    size = 2**12
+    try:
+        probe = keras.Model(model.inputs, [pool.output for pool in pools])
+        shapes = probe.compute_output_shape((1, size, size, channels))
+    except ValueError:  # pools of a nested model are not outputs of this graph
+        return len(pools)
+    shapes = [shapes] if isinstance(shapes, tuple) and isinstance(shapes[0], int | None) else shapes
+    coarsest = min(shape[1] for shape in shapes)
+    return round(math.log2(size / coarsest))
+
+
 class _ShapeError(ValueError):
     """The model cannot take inputs of some size."""
 
@@ -72,7 +94,10 @@ def _output_hw(model, tile, channels):
     except Exception as error:  # the backends raise different types
         raise _ShapeError(f"The model cannot take {tile[0]}x{tile[1]} inputs: {error}") from error
     if isinstance(shape, list) or len(shape) != 4:
-        raise ValueError(f"predict_tiled needs a model with one image output, got {shape}.")
+        raise ValueError(
+            f"predict_tiled needs a model with one image output, got {shape}. For a "
+            "deeply supervised U-Net++, predict with `prune_unet_plus_plus(model, level)`."
+        )
     return (int(shape[1]), int(shape[2])), int(shape[3])
 
 
@@ -86,7 +111,7 @@ def _model_geometry(model):
     if (height is None) != (width is None):
         raise ValueError(f"Give the model both spatial sizes or neither, got {shape}.")
     fixed = None if height is None else (height, width)
-    depth = sum(isinstance(layer, layers.MaxPooling2D) for layer in _flat_layers(model))
+    depth = _depth(model, channels)
     probes = [fixed] if fixed else []
     if depth:  # a size the valid U-Net takes, then one the same U-Net takes
         probes += [(valid_input_size(2**depth + 4, depth),) * 2, (2**depth * 8,) * 2]
