@@ -1,0 +1,48 @@
+"""Makes the README's gallery from a finished run folder.
+
+    python docs/make_figures.py runs/default
+
+writes docs/segmentation.png (input, ground truth, prediction overlay and error
+map of a held-out slice) and docs/curves.png (the run's training curves).
+"""
+
+import sys
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import json  # noqa: E402
+
+import tifffile  # noqa: E402
+
+from unet_keras.datasets import load_isbi2012  # noqa: E402
+from unet_keras.plots import error_map, overlay, plot_history, show_images  # noqa: E402
+
+DOCS = Path(__file__).resolve().parent
+
+
+def main(run_dir):
+    run_dir = Path(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    images, masks = load_isbi2012(config["data_dir"])
+    val_slices = metrics["val_slices"]
+    probs = tifffile.imread(run_dir / "predictions" / "val.tif")
+    i = len(val_slices) // 2
+    image, mask, prob = images[val_slices[i]], masks[val_slices[i]], probs[i]
+    crop = (slice(128, 384), slice(128, 384))  # a 256x256 window: membranes are thin
+    figure = show_images(
+        [image[crop], 1 - mask[crop], overlay(image[crop], prob[crop]),
+         error_map(image[crop], prob[crop], mask[crop])],
+        titles=[f"held-out slice {val_slices[i]}", "ground truth (white = cell)",
+                "predicted membrane", "errors: orange FP, blue FN"],
+    )
+    figure.savefig(DOCS / "segmentation.png", dpi=90)
+    plot_history(run_dir / "history.csv", DOCS / "curves.png", title=f"Run {config['name']}")
+    print(f"Wrote {DOCS / 'segmentation.png'} and {DOCS / 'curves.png'}")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/default")
