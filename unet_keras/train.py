@@ -75,8 +75,8 @@ class TrainConfig:
     # Data and augmentation.
     tile_size: int = 256
     batch_size: int = 4
-    epochs: int = 20
-    steps_per_epoch: int = 60
+    epochs: int = 10
+    steps_per_epoch: int = 50
     elastic: bool = True
     symmetries: bool = True
     affine: bool = True
@@ -340,6 +340,7 @@ def train(config=None, extra_callbacks=(), verbose=1):
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_to_builtin))
     if verbose:
         print(format_scores(metrics))
+        print(f"Everything is in {run_dir}/ (model.keras, metrics.json, predictions/, overlays/).")
     return metrics
 
 
