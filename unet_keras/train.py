@@ -27,7 +27,12 @@ import keras
 import numpy as np
 import tifffile
 
-from unet_keras.backend_utils import choose_precision, detect_device, supports_jit
+from unet_keras.backend_utils import (
+    KeepFreedMemory,
+    choose_precision,
+    detect_device,
+    supports_jit,
+)
 from unet_keras.datasets import download_isbi2012, load_isbi2012, split_slices
 from unet_keras.evaluate import score_isbi
 from unet_keras.inference import predict_tiled
@@ -207,6 +212,7 @@ def _callbacks(config, run_dir, resuming, extra_callbacks):
         ),
         keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
         keras.callbacks.TerminateOnNaN(),
+        KeepFreedMemory(),
     ]
     if config.reduce_lr_on_plateau:
         callbacks.append(
