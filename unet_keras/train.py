@@ -18,7 +18,6 @@ its last finished epoch instead of starting over.
 
 import dataclasses
 import json
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,8 +369,3 @@ def format_scores(metrics):
             f"Dice {val['dice']:.4f}, IoU {val['iou']:.4f}"
         )
     return "\n".join(lines)
-
-
-def clean_backup(run_dir):
-    """Removes a run's BackupAndRestore state, so the next `train` starts over."""
-    shutil.rmtree(Path(run_dir) / "backup", ignore_errors=True)
