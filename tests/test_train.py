@@ -89,7 +89,20 @@ def test_interrupted_run_resumes_from_the_backup(tmp_path, isbi_data):
     assert not (config.run_dir / "backup").exists()
 
 
+def test_weighted_loss_with_the_valid_network(tmp_path, isbi_data):
+    """The paper's setting: valid convolutions, border weight maps as sample weights."""
+    config = tiny_config(
+        tmp_path, isbi_data, loss="weighted_ce", padding="valid", epochs=1, overlays=False,
+    )
+    metrics = train(config, verbose=0)
+    assert np.isfinite(read_history(config.run_dir / "history.csv")["loss"][0])
+    assert tifffile.imread(config.run_dir / "predictions" / "val.tif").shape == (2, 512, 512)
+    assert 0 <= metrics["val"]["v_rand"] <= 1
+
+
 def test_config_validation():
+    with pytest.raises(ValueError, match="held-out slice"):
+        TrainConfig(val_slices=())
     with pytest.raises(ValueError, match="loss"):
         TrainConfig(loss="focal")
     with pytest.raises(ValueError, match="divisible by 2\\*\\*depth"):

@@ -40,7 +40,7 @@ from unet_keras.metrics import DiceCoefficient
 from unet_keras.model import build_unet, valid_output_size
 from unet_keras.pipeline import TileDataset
 from unet_keras.plots import plot_history, read_history, save_overlays
-from unet_keras.weights import border_weight_map
+from unet_keras.weights import border_weight_maps
 
 LOSSES = ("bce", "dice", "bce_dice", "weighted_ce")
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -99,6 +99,11 @@ class TrainConfig:
 
     def __post_init__(self):
         self.val_slices = tuple(int(i) for i in self.val_slices)
+        if not self.val_slices:
+            raise ValueError(
+                "`val_slices` must name at least one held-out slice: the best model is "
+                "chosen, and the run scored, on them."
+            )
         for name, value, choices in (
             ("loss", self.loss, LOSSES),
             ("optimizer", self.optimizer, OPTIMIZERS),
@@ -201,7 +206,7 @@ def _best_so_far(history_csv, monitor):
 
 
 def _callbacks(config, run_dir, resuming, extra_callbacks):
-    monitor = "val_dice" if config.val_slices else "dice"
+    monitor = "val_dice"
     best = _best_so_far(run_dir / "history.csv", monitor) if resuming else None
     callbacks = [
         keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
@@ -226,9 +231,7 @@ def _datasets(config, images, masks):
     train_idx, val_idx = split_slices(len(images), val=config.val_slices)
     weights = None
     if config.loss == "weighted_ce":
-        weights = np.stack(
-            [border_weight_map(masks[i], w0=config.w0, sigma=config.sigma) for i in train_idx]
-        )
+        weights = border_weight_maps(masks[train_idx], w0=config.w0, sigma=config.sigma)
     output_size = None
     if config.padding == "valid":
         output_size = valid_output_size(config.tile_size, config.depth)
@@ -239,10 +242,9 @@ def _datasets(config, images, masks):
         affine=config.affine, gray=config.gray, seed=config.seed,
         workers=config.workers, use_multiprocessing=config.workers > 1,
     )
-    val_data = None
-    if len(val_idx) and config.padding == "same":
+    if config.padding == "same":
         val_data = (images[val_idx], masks[val_idx])  # whole slices: 512 divides by 2**depth
-    elif len(val_idx):
+    else:
         val_data = TileDataset(
             images[val_idx], masks[val_idx], tile_size=config.tile_size,
             output_size=output_size, batch_size=config.batch_size, augment=False,
@@ -316,10 +318,7 @@ def train(config=None, extra_callbacks=(), verbose=1):
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
-    if config.val_slices:
-        model = keras.models.load_model(run_dir / "model.keras")
-    else:
-        model.save(run_dir / "model.keras")
+    model = keras.models.load_model(run_dir / "model.keras")  # the best epoch's
     plot_history(run_dir / "history.csv", run_dir / "curves.png", title=f"Run {config.name}")
 
     start = time.perf_counter()
@@ -330,15 +329,14 @@ def train(config=None, extra_callbacks=(), verbose=1):
         "train_slices": [int(i) for i in train_idx], "val_slices": [int(i) for i in val_idx],
         "tta": config.tta,
     }
-    if len(val_idx):
-        val_prob = _predict(model, images[val_idx], config)
-        tifffile.imwrite(predictions / "val.tif", val_prob.astype("float32"))
-        metrics["val"] = score_isbi(val_prob, masks[val_idx])
-        if config.overlays:
-            save_overlays(
-                run_dir / "overlays", images[val_idx], val_prob, masks[val_idx],
-                names=[f"val_{i:02d}" for i in val_idx],
-            )
+    val_prob = _predict(model, images[val_idx], config)
+    tifffile.imwrite(predictions / "val.tif", val_prob.astype("float32"))
+    metrics["val"] = score_isbi(val_prob, masks[val_idx])
+    if config.overlays:
+        save_overlays(
+            run_dir / "overlays", images[val_idx], val_prob, masks[val_idx],
+            names=[f"val_{i:02d}" for i in val_idx],
+        )
     test_prob = _predict(model, test_images, config)
     tifffile.imwrite(predictions / "test.tif", test_prob.astype("float32"))
     metrics["predict_seconds"] = round(time.perf_counter() - start, 1)
