@@ -17,6 +17,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import unet_keras  # noqa: E402, F401, I001  (first: it turns oneDNN on before TensorFlow loads)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 

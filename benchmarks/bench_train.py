@@ -1,6 +1,6 @@
 """Training throughput of the default CPU and GPU configurations.
 
-    python benchmarks/bench_train.py [--steps 10] [--preset cpu|gpu|both]
+    python benchmarks/bench_train.py [--steps 10] [--preset cpu|gpu|both] [--onednn-ratio]
 
 For each configuration it builds the model exactly as `train` does, feeds it
 real augmented ISBI 2012 tiles from `TileDataset` (data from
@@ -8,14 +8,23 @@ UNET_KERAS_DATA_URL or the public source, into data/isbi2012), and prints
 training tiles per second, seconds per step, and the model's training FLOP
 rate (3x the forward FLOPs of a tile: forward, and backward for inputs and
 weights) next to NumPy's float32 matmul rate on the same machine.
+
+`--onednn-ratio` runs the measurement twice more, in fresh processes with
+TensorFlow's oneDNN kernels off and on (TF_ENABLE_ONEDNN_OPTS=0/1, which
+must be set before TensorFlow loads), and prints the speed-up that
+`unet_keras.tensorflow_env.enable_onednn` buys on this CPU.
 """
 
 import argparse
 import os
+import re
+import subprocess
+import sys
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import unet_keras  # noqa: E402, F401, I001  (first: it turns oneDNN on before TensorFlow loads)
 import keras  # noqa: E402
 from bench_inference import matmul_rate  # noqa: E402
 
@@ -47,11 +56,31 @@ def measure(config, images, masks, steps):
     return seconds, flops
 
 
+def onednn_ratio(preset, steps):
+    """Seconds per step with oneDNN off and on, each in a fresh process."""
+    seconds = {}
+    for flag in ("0", "1"):
+        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag}
+        command = [sys.executable, __file__, "--preset", preset, "--steps", str(steps)]
+        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        line = next(x for x in output.stdout.splitlines() if x.startswith(f"{preset}:"))
+        seconds[flag] = float(re.search(r"([0-9.]+) s/step", line).group(1))
+        print(f"oneDNN {'on ' if flag == '1' else 'off'}: {line}")
+    print(f"oneDNN speed-up on this CPU: {seconds['0'] / seconds['1']:.2f}x")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--preset", choices=("cpu", "gpu", "both"), default="both")
+    parser.add_argument(
+        "--onednn-ratio", action="store_true",
+        help="compare TensorFlow with oneDNN off and on (CPU preset only)",
+    )
     args = parser.parse_args()
+    if args.onednn_ratio:
+        onednn_ratio("cpu", args.steps)
+        return
 
     images, masks = load_isbi2012(download_isbi2012(progress=False))
     rate = matmul_rate()

@@ -4,6 +4,10 @@ Ronneberger, Fischer & Brox, "U-Net: Convolutional Networks for Biomedical
 Image Segmentation", MICCAI 2015 (arXiv:1505.04597).
 """
 
+from unet_keras.tensorflow_env import enable_onednn
+
+enable_onednn()  # before the imports below load Keras, and with it TensorFlow
+
 from unet_keras.augment import Augmenter, elastic_deform, elastic_displacement, random_tile
 from unet_keras.backend_utils import detect_device
 from unet_keras.datasets import DownloadError, download_isbi2012, load_isbi2012, split_slices

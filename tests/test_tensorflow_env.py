@@ -1,0 +1,45 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+from unet_keras.tensorflow_env import ONEDNN_VARIABLE, enable_onednn
+
+pytestmark = pytest.mark.backends
+
+
+@pytest.fixture
+def before_tensorflow(monkeypatch):
+    """A process that has not imported TensorFlow and has no oneDNN setting."""
+    monkeypatch.delitem(sys.modules, "tensorflow", raising=False)
+    monkeypatch.delenv(ONEDNN_VARIABLE, raising=False)
+
+
+def test_enable_onednn_turns_it_on_before_tensorflow_loads(before_tensorflow):
+    assert enable_onednn()
+    assert os.environ[ONEDNN_VARIABLE] == "1"
+
+
+def test_enable_onednn_leaves_the_users_choice_alone(before_tensorflow, monkeypatch):
+    monkeypatch.setenv(ONEDNN_VARIABLE, "0")
+    assert not enable_onednn()
+    assert os.environ[ONEDNN_VARIABLE] == "0"
+
+
+def test_enable_onednn_is_a_no_op_once_tensorflow_is_loaded(before_tensorflow, monkeypatch):
+    monkeypatch.setitem(sys.modules, "tensorflow", object())
+    assert not enable_onednn()
+    assert ONEDNN_VARIABLE not in os.environ
+
+
+def test_importing_the_package_sets_it_before_keras_loads():
+    env = {k: v for k, v in os.environ.items() if k != ONEDNN_VARIABLE}
+    code = (
+        "import os, unet_keras, keras; "
+        f"print(os.environ['{ONEDNN_VARIABLE}'], keras.backend.backend())"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert result.stdout.split()[0] == "1"
