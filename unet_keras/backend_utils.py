@@ -112,9 +112,8 @@ class KeepFreedMemory(keras.callbacks.Callback):
     mapped and unmapped again at each step, and the page faults cost about as
     much system time as the convolutions take (measured: 16.8 s of system
     time for 12 training steps of the default CPU model, 4.5 s with this).
-    At the first two steps of each epoch (the generator op runs when the
-    first step pulls its batch), this puts both thresholds back where freed
-    memory is reused.
+    At the start of each epoch, after the generator op has run, this puts
+    both thresholds back where freed memory is reused.
     """
 
     M_TRIM_THRESHOLD = -1
@@ -127,6 +126,6 @@ class KeepFreedMemory(keras.callbacks.Callback):
         self._libc = _glibc()
 
     def on_train_batch_begin(self, batch, logs=None):
-        if batch < 2 and self._libc is not None:
+        if batch == 0 and self._libc is not None:
             self._libc.mallopt(self.M_MMAP_THRESHOLD, self.mmap_threshold)
             self._libc.mallopt(self.M_TRIM_THRESHOLD, self.trim_threshold)

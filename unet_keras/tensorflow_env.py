@@ -1,12 +1,11 @@
 """TensorFlow settings that must be made before TensorFlow is first imported.
 
-TensorFlow turns its oneDNN kernels on by default only on x86 CPUs with
-AVX-512 VNNI, BF16 or AMX (recent Intel server chips). Everywhere else (AMD
-EPYC and Ryzen, older or desktop Intel) it falls back to Eigen's
-convolutions, which are slow for the 12-64 channel layers of a CPU-sized
-U-Net: on a 2-core AMD EPYC (AVX2) a training step of the default
-configuration takes 1.4-1.7x longer without oneDNN
-(`benchmarks/bench_train.py --onednn-ratio` measures it).
+TensorFlow turns its oneDNN kernels on by default on x86 CPUs with AVX-512
+VNNI, BF16 or AMX (recent Intel server chips); on the project's 2-core AMD
+EPYC (AVX2) they are off and convolutions run through Eigen, which is slow
+for the 12-64 channel layers of a CPU-sized U-Net: a `train_on_batch` step
+of the default configuration takes 1.4x longer there without oneDNN, of a
+12-filter one 1.7x (`benchmarks/bench_train.py --onednn-ratio` measures it).
 
 `unet_keras/__init__.py` calls `enable_onednn()` before anything imports
 Keras, so `import unet_keras` first and the setting takes effect. A value the

@@ -79,7 +79,7 @@ class TrainConfig:
     # Data and augmentation.
     tile_size: int = 256
     batch_size: int = 4
-    epochs: int = 15
+    epochs: int = 10
     steps_per_epoch: int = 50
     elastic: bool = True
     symmetries: bool = True
