@@ -3,6 +3,7 @@ import numpy as np
 import pytest
 
 from unet_keras import BCEDiceLoss, DiceLoss, WeightedCrossEntropy
+from unet_keras.losses import soft_cldice, soft_dice, soft_skeleton
 
 pytestmark = pytest.mark.backends
 
@@ -99,3 +100,47 @@ def test_bad_loss_arguments_raise():
         DiceLoss(smooth=-1)
     with pytest.raises(ValueError, match="weights must be >= 0"):
         BCEDiceLoss(bce_weight=-1)
+    with pytest.raises(ValueError, match="weights must be >= 0"):
+        BCEDiceLoss(cldice_weight=-0.5)
+    with pytest.raises(ValueError, match="skeleton_iterations"):
+        BCEDiceLoss(cldice_weight=0.5, skeleton_iterations=0)
+
+
+def _membrane(thickness=5, size=48):
+    """A vertical membrane across the image, as a (1, size, size, 1) mask."""
+    mask = np.zeros((1, size, size, 1), "float32")
+    start = size // 2 - thickness // 2
+    mask[:, :, start:start + thickness] = 1
+    return mask
+
+
+def test_soft_skeleton_of_a_bar_is_its_centre_line():
+    skeleton = np.asarray(soft_skeleton(_membrane(thickness=5), iterations=5))[0, ..., 0]
+    assert (skeleton[:, 24] == 1).all()  # one pixel wide, all the way down
+    assert skeleton.sum() == pytest.approx(48)
+
+
+def test_cldice_punishes_a_gap_more_than_the_same_pixels_added():
+    membrane = _membrane()
+    gap = membrane.copy()
+    gap[:, 20:24] = 0  # 4 rows cut through: two cells merge
+    thicker = membrane.copy()
+    thicker[:, 0:4, 27:32] = 1  # 20 extra pixels, nothing merged
+    assert gap.sum() == membrane.sum() - 20 and thicker.sum() == membrane.sum() + 20
+    # Dice barely tells them apart; clDice does.
+    dice_gap = float(soft_dice(membrane, gap)[0])
+    dice_thicker = float(soft_dice(membrane, thicker)[0])
+    assert abs(dice_gap - dice_thicker) < 0.005
+    cl_gap = float(soft_cldice(membrane, gap, iterations=5)[0])
+    cl_thicker = float(soft_cldice(membrane, thicker, iterations=5)[0])
+    assert cl_gap < cl_thicker - 0.015
+    assert float(soft_cldice(membrane, membrane, iterations=5)[0]) == pytest.approx(1.0)
+
+
+def test_bce_dice_loss_adds_the_cldice_term(rng):
+    t = (rng.random((2, 32, 32, 1)) > 0.6).astype("float32")
+    p = rng.uniform(0.05, 0.95, t.shape).astype("float32")
+    plain = float(BCEDiceLoss(dice_weight=0.5)(t, p))
+    cldice = 1.0 - np.asarray(soft_cldice(t, p, iterations=3)).mean()
+    loss = BCEDiceLoss(dice_weight=0.5, cldice_weight=0.5, skeleton_iterations=3)
+    assert float(loss(t, p)) == pytest.approx(plain + 0.5 * cldice, rel=1e-4)

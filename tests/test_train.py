@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from unet_keras.plots import read_history
-from unet_keras.train import TrainConfig, train
+from unet_keras.train import TrainConfig, _callbacks, train
 
 pytestmark = pytest.mark.slow
 
@@ -74,8 +74,9 @@ class EpochRecorder(keras.callbacks.Callback):
         self.epochs.append(epoch)
 
 
-def test_interrupted_run_resumes_from_the_backup(tmp_path, isbi_data):
-    config = tiny_config(tmp_path, isbi_data, epochs=3, overlays=False)
+@pytest.mark.parametrize("options", [{}, {"ema": 0.9, "loss": "bce_cldice"}])
+def test_interrupted_run_resumes_from_the_backup(tmp_path, isbi_data, options):
+    config = tiny_config(tmp_path, isbi_data, epochs=3, overlays=False, **options)
     with pytest.raises(Interrupt):
         train(config, extra_callbacks=[InterruptAt(epoch=2, step=1)], verbose=0)
     assert (config.run_dir / "backup").is_dir()
@@ -100,7 +101,20 @@ def test_weighted_loss_with_the_valid_network(tmp_path, isbi_data):
     assert 0 <= metrics["val"]["v_rand"] <= 1
 
 
+def test_ema_weights_are_swapped_in_before_the_checkpoint(tmp_path):
+    config = TrainConfig(runs_dir=str(tmp_path), ema=0.99)
+    names = [type(c).__name__ for c in _callbacks(config, config.run_dir, False, ())]
+    # BackupAndRestore must save the raw weights, ModelCheckpoint the averaged ones.
+    assert names.index("BackupAndRestore") < names.index("SwapEMAWeights")
+    assert names.index("SwapEMAWeights") < names.index("ModelCheckpoint")
+    assert "SwapEMAWeights" not in [
+        type(c).__name__ for c in _callbacks(TrainConfig(), config.run_dir, False, ())
+    ]
+
+
 def test_config_validation():
+    with pytest.raises(ValueError, match="momentum"):
+        TrainConfig(ema=1.0)
     with pytest.raises(ValueError, match="held-out slice"):
         TrainConfig(val_slices=())
     with pytest.raises(ValueError, match="loss"):

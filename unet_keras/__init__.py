@@ -14,7 +14,14 @@ from unet_keras.datasets import DownloadError, download_isbi2012, load_isbi2012,
 from unet_keras.evaluate import rand_and_info_scores, score_isbi, thinned_segmentation
 from unet_keras.family import build_unet3plus, build_unet_plus_plus, prune_unet_plus_plus
 from unet_keras.inference import forward_flops, predict_tiled
-from unet_keras.losses import BCEDiceLoss, DiceLoss, WeightedCrossEntropy, soft_dice
+from unet_keras.losses import (
+    BCEDiceLoss,
+    DiceLoss,
+    WeightedCrossEntropy,
+    soft_cldice,
+    soft_dice,
+    soft_skeleton,
+)
 from unet_keras.metrics import DiceCoefficient, dice_coefficient
 from unet_keras.model import (
     build_unet,
@@ -62,7 +69,9 @@ __all__ = [
     "rand_and_info_scores",
     "random_tile",
     "score_isbi",
+    "soft_cldice",
     "soft_dice",
+    "soft_skeleton",
     "split_slices",
     "thinned_segmentation",
     "up_step",

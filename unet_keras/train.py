@@ -42,7 +42,7 @@ from unet_keras.pipeline import TileDataset
 from unet_keras.plots import plot_history, read_history, save_overlays
 from unet_keras.weights import border_weight_maps
 
-LOSSES = ("bce", "dice", "bce_dice", "weighted_ce")
+LOSSES = ("bce", "dice", "bce_dice", "bce_cldice", "weighted_ce")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 
@@ -74,6 +74,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     schedule: str = "cosine"
     weight_decay: float = 0.0
+    ema: float = 0.0  # momentum of an exponential moving average of the weights; 0 = off
     w0: float = 10.0  # border weight map, for loss="weighted_ce"
     sigma: float = 5.0
     # Data and augmentation.
@@ -114,6 +115,11 @@ class TrainConfig:
         for name in ("epochs", "steps_per_epoch", "batch_size", "tile_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)!r}.")
+        if not 0 <= self.ema < 1:
+            raise ValueError(
+                f"`ema` is the momentum of the weight average, in [0, 1) (0 = off), "
+                f"got {self.ema!r}. Typical: 0.99."
+            )
         if self.jit_compile not in ("auto", "on", "off"):
             raise ValueError(
                 f"`jit_compile` must be 'auto', 'on' or 'off', got {self.jit_compile!r}."
@@ -168,6 +174,7 @@ def _loss(config):
         "bce": keras.losses.BinaryCrossentropy(),
         "dice": DiceLoss(),
         "bce_dice": BCEDiceLoss(),
+        "bce_cldice": BCEDiceLoss(dice_weight=0.5, cldice_weight=0.5),
         "weighted_ce": WeightedCrossEntropy(),
     }[config.loss]
 
@@ -179,11 +186,12 @@ def _optimizer(config):
         rate = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=total_steps, alpha=0.01,
         )
+    ema = dict(use_ema=config.ema > 0, ema_momentum=config.ema or 0.99)
     if config.optimizer == "sgd":
-        return keras.optimizers.SGD(rate, momentum=0.99)  # the paper's momentum
+        return keras.optimizers.SGD(rate, momentum=0.99, **ema)  # the paper's momentum
     if config.optimizer == "adamw":
-        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay or 1e-4)
-    return keras.optimizers.Adam(rate)
+        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay or 1e-4, **ema)
+    return keras.optimizers.Adam(rate, **ema)
 
 
 def compile_model(model, config, jit_compile=False):
@@ -208,8 +216,11 @@ def _best_so_far(history_csv, monitor):
 def _callbacks(config, run_dir, resuming, extra_callbacks):
     monitor = "val_dice"
     best = _best_so_far(run_dir / "history.csv", monitor) if resuming else None
-    callbacks = [
-        keras.callbacks.BackupAndRestore(str(run_dir / "backup")),
+    callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "backup"))]
+    if config.ema:
+        # Before ModelCheckpoint: validation and the checkpoint see the averaged weights.
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks += [
         keras.callbacks.ModelCheckpoint(
             str(run_dir / "model.keras"), monitor=monitor, mode="max", save_best_only=True,
             initial_value_threshold=best,
