@@ -1,4 +1,5 @@
 import os
+import platform
 import subprocess
 import sys
 
@@ -43,3 +44,31 @@ def test_importing_the_package_sets_it_before_keras_loads():
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
     assert result.stdout.split()[0] == "1"
+
+
+def _run(code, env):
+    return subprocess.run(
+        [sys.executable, "-W", "always", "-c", code], env=env, capture_output=True,
+        text=True, check=True,
+    )
+
+
+@pytest.mark.skipif(
+    platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN advice is for x86"
+)
+def test_importing_keras_first_warns_when_tensorflow_runs_without_onednn():
+    env = {k: v for k, v in os.environ.items() if k != ONEDNN_VARIABLE}
+    env["KERAS_BACKEND"] = "tensorflow"
+    code = (
+        "import keras, unet_keras; "
+        "from unet_keras.tensorflow_env import onednn_enabled; print(onednn_enabled())"
+    )
+    result = _run(code, env)
+    enabled = result.stdout.split()[-1]
+    assert enabled in ("True", "False")  # TensorFlow answered
+    warned = "imported before unet_keras" in result.stderr
+    assert warned == (enabled == "False")  # False on AVX2-only x86 CPUs like CI's
+
+    result = _run(code, {**env, ONEDNN_VARIABLE: "0"})  # the user's choice: no warning
+    assert result.stdout.split()[-1] == "False"
+    assert "imported before unet_keras" not in result.stderr

@@ -4,9 +4,10 @@ Ronneberger, Fischer & Brox, "U-Net: Convolutional Networks for Biomedical
 Image Segmentation", MICCAI 2015 (arXiv:1505.04597).
 """
 
-from unet_keras.tensorflow_env import enable_onednn
+from unet_keras.tensorflow_env import enable_onednn, warn_if_onednn_off
 
-enable_onednn()  # before the imports below load Keras, and with it TensorFlow
+if not enable_onednn():  # before the imports below load Keras, and with it TensorFlow
+    warn_if_onednn_off()
 
 from unet_keras.augment import Augmenter, elastic_deform, elastic_displacement, random_tile
 from unet_keras.backend_utils import detect_device
