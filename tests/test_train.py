@@ -112,6 +112,17 @@ def test_ema_weights_are_swapped_in_before_the_checkpoint(tmp_path):
     ]
 
 
+def test_training_batches_come_from_threads(isbi_data):
+    """Keras's own enqueuer (workers > 1) rather than a tf.data autotuned
+    prefetch, whose teardown at each epoch end paused training for seconds."""
+    from unet_keras.datasets import load_isbi2012
+    from unet_keras.train import _datasets
+
+    images, masks = load_isbi2012(isbi_data)
+    train_data = _datasets(TrainConfig(), images, masks)[2]
+    assert train_data.workers > 1 and not train_data.use_multiprocessing
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="momentum"):
         TrainConfig(ema=1.0)

@@ -87,7 +87,7 @@ class TrainConfig:
     affine: bool = True
     gray: bool = True
     val_slices: tuple = (25, 26, 27, 28, 29)
-    workers: int = 1
+    workers: int = 2  # threads that build batches; see _datasets
     seed: int = 0
     # Hardware.
     mixed_precision: str = "auto"
@@ -251,7 +251,11 @@ def _datasets(config, images, masks):
         tile_size=config.tile_size, output_size=output_size, batch_size=config.batch_size,
         steps=config.steps_per_epoch, elastic=config.elastic, symmetries=config.symmetries,
         affine=config.affine, gray=config.gray, seed=config.seed,
-        workers=config.workers, use_multiprocessing=config.workers > 1,
+        # Threads, not processes: a batch takes ~5 ms. With workers > 1 Keras
+        # feeds the batches from its own enqueuer and switches tf.data's autotuning
+        # off; with one worker TensorFlow autotunes a prefetch, and tearing that
+        # down at every epoch end stalled training for 7-10 s per epoch (measured).
+        workers=max(config.workers, 1), use_multiprocessing=False,
     )
     if config.padding == "same":
         val_data = (images[val_idx], masks[val_idx])  # whole slices: 512 divides by 2**depth
