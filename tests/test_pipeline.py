@@ -109,6 +109,18 @@ def test_workers_give_the_same_batches(data):
         reference.on_epoch_end()
 
 
+def test_batches_come_from_keras_threads_by_default(data):
+    """Keras's own enqueuer, not TensorFlow's autotuned tf.data prefetch, whose
+    teardown at each epoch end paused training for seconds."""
+    from keras.src.trainers.data_adapters.py_dataset_adapter import PyDatasetAdapter
+
+    images, masks, _ = data
+    ds = TileDataset(images, masks, tile_size=32, batch_size=2)
+    assert ds.workers == 2 and not ds.use_multiprocessing
+    assert PyDatasetAdapter(ds, shuffle=False).enqueuer is not None
+    assert TileDataset(images, masks, tile_size=32, workers=1).workers == 1  # still a choice
+
+
 @pytest.mark.backends
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_fit_with_weight_maps(data, padding):

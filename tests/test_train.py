@@ -126,6 +126,8 @@ def test_training_batches_come_from_threads(isbi_data):
 def test_config_validation():
     with pytest.raises(ValueError, match="momentum"):
         TrainConfig(ema=1.0)
+    with pytest.raises(ValueError, match="workers"):
+        TrainConfig(workers=0)
     with pytest.raises(ValueError, match="held-out slice"):
         TrainConfig(val_slices=())
     with pytest.raises(ValueError, match="loss"):

@@ -87,7 +87,7 @@ class TrainConfig:
     affine: bool = True
     gray: bool = True
     val_slices: tuple = (25, 26, 27, 28, 29)
-    workers: int = 2  # threads that build batches; see _datasets
+    workers: int = 2  # threads that build batches; see TileDataset
     seed: int = 0
     # Hardware.
     mixed_precision: str = "auto"
@@ -112,7 +112,7 @@ class TrainConfig:
         ):
             if value not in choices:
                 raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
-        for name in ("epochs", "steps_per_epoch", "batch_size", "tile_size"):
+        for name in ("epochs", "steps_per_epoch", "batch_size", "tile_size", "workers"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)!r}.")
         if not 0 <= self.ema < 1:
@@ -186,7 +186,7 @@ def _optimizer(config):
         rate = keras.optimizers.schedules.CosineDecay(
             config.learning_rate, decay_steps=total_steps, alpha=0.01,
         )
-    ema = dict(use_ema=config.ema > 0, ema_momentum=config.ema or 0.99)
+    ema = dict(use_ema=True, ema_momentum=config.ema) if config.ema else {}
     if config.optimizer == "sgd":
         return keras.optimizers.SGD(rate, momentum=0.99, **ema)  # the paper's momentum
     if config.optimizer == "adamw":
@@ -251,11 +251,7 @@ def _datasets(config, images, masks):
         tile_size=config.tile_size, output_size=output_size, batch_size=config.batch_size,
         steps=config.steps_per_epoch, elastic=config.elastic, symmetries=config.symmetries,
         affine=config.affine, gray=config.gray, seed=config.seed,
-        # Threads, not processes: a batch takes ~5 ms. With workers > 1 Keras
-        # feeds the batches from its own enqueuer and switches tf.data's autotuning
-        # off; with one worker TensorFlow autotunes a prefetch, and tearing that
-        # down at every epoch end stalled training for 7-10 s per epoch (measured).
-        workers=max(config.workers, 1), use_multiprocessing=False,
+        workers=config.workers, use_multiprocessing=False,  # threads: a batch takes ~5 ms
     )
     if config.padding == "same":
         val_data = (images[val_idx], masks[val_idx])  # whole slices: 512 divides by 2**depth
