@@ -1,14 +1,17 @@
 """Inference seconds per image next to the compute floor of this machine.
 
     python benchmarks/bench_inference.py [--filters 16] [--depth 4] [--no-batch-norm]
-        [--padding same] [--model PATH.keras] [--size 512] [--repeats 3] [--tta]
+        [--padding same] [--model PATH.keras] [--size 512] [--stack 4] [--repeats 3] [--tta]
 
 The floor is the model's forward FLOPs (`unet_keras.inference.forward_flops`,
 convolutions only) divided by the float32 matmul rate NumPy reaches here
-(np.matmul of two 2048x2048 matrices). It prints, for one `--size` image:
-the whole image in one forward pass (same-padded models whose input size
-fits) and `predict_tiled` with its defaults (overlapping tiles cost more
-FLOPs than the image itself; both counts are shown).
+(np.matmul of two 2048x2048 matrices). It prints, for `--size` images: one
+image in one forward pass, a stack of `--stack` images per forward pass
+(seconds per image: how a TIFF stack is predicted), the same with BatchNorm
+folded into the convolutions (`fold_batch_norm`, what `train` and `predict`
+use), and `predict_tiled` with its defaults (overlapping tiles cost more
+FLOPs than the image itself; both counts are shown). Whole-image rows need a
+same-padded model whose input size fits.
 """
 
 import argparse
@@ -22,6 +25,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from unet_keras import inference  # noqa: E402
+from unet_keras.folding import fold_batch_norm  # noqa: E402
 from unet_keras.model import build_unet  # noqa: E402
 
 
@@ -85,6 +89,7 @@ def main(argv=None):
     parser.add_argument("--padding", choices=("same", "valid"), default="same")
     parser.add_argument("--model", help="a saved .keras model instead of build_unet")
     parser.add_argument("--size", type=int, default=512)
+    parser.add_argument("--stack", type=int, default=4, help="images per forward pass")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--tta", action="store_true", help="also time 8-fold TTA")
     args = parser.parse_args(argv)
@@ -97,21 +102,27 @@ def main(argv=None):
     print(f"model: {name}, {model.count_params():,} parameters")
     print(f"NumPy float32 matmul (2048^2): {rate / 1e9:.1f} GFLOP/s\n")
 
+    folded = fold_batch_norm(model)
     geometry = inference._model_geometry(model)
     size = args.size
     if not geometry.valid and not geometry.fixed and size % 2**geometry.depth == 0:
-        batch = image[None]
-        seconds = _best_seconds(lambda: model.predict_on_batch(batch), args.repeats)
-        _row(f"whole {size}x{size}, one pass", seconds, inference.forward_flops(model, size), rate)
+        flops = inference.forward_flops(model, size)
+        one, stack = image[None], np.repeat(image[None], args.stack, axis=0)
+        for label, net, batch in (
+            (f"whole {size}x{size}, one pass", model, one),
+            (f"stack of {args.stack}, per image", model, stack),
+            (f"stack of {args.stack}, BatchNorm folded", folded, stack),
+        ):
+            seconds = _best_seconds(lambda n=net, b=batch: n.predict_on_batch(b), args.repeats)
+            _row(label, seconds / len(batch), flops, rate)
 
     tiles, flops, plan = tiled_flops(model, (size, size))
-    seconds = _best_seconds(lambda: inference.predict_tiled(model, image), args.repeats)
-    label = f"predict_tiled: {tiles} x {plan.tile[0]}x{plan.tile[1]}"
-    _row(label, seconds, flops, rate)
+    seconds = _best_seconds(lambda: inference.predict_tiled(folded, image), args.repeats)
+    _row(f"predict_tiled, folded: {tiles} x {plan.tile[0]}x{plan.tile[1]}", seconds, flops, rate)
     if args.tta:
         tiles, flops, _ = tiled_flops(model, (size, size), tta=True)
-        seconds = _best_seconds(lambda: inference.predict_tiled(model, image, tta=True), 1)
-        _row(f"predict_tiled, TTA: {tiles} tiles", seconds, flops, rate)
+        seconds = _best_seconds(lambda: inference.predict_tiled(folded, image, tta=True), 1)
+        _row(f"predict_tiled, folded, TTA: {tiles} tiles", seconds, flops, rate)
 
 
 if __name__ == "__main__":

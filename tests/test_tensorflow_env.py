@@ -5,7 +5,12 @@ import sys
 
 import pytest
 
-from unet_keras.tensorflow_env import ONEDNN_VARIABLE, enable_onednn
+from unet_keras.tensorflow_env import (
+    FROZEN_WEIGHTS_VARIABLE,
+    ONEDNN_VARIABLE,
+    check_weights_not_frozen,
+    enable_onednn,
+)
 
 pytestmark = pytest.mark.backends
 
@@ -72,3 +77,17 @@ def test_importing_keras_first_warns_when_tensorflow_runs_without_onednn():
     result = _run(code, {**env, ONEDNN_VARIABLE: "0"})  # the user's choice: no warning
     assert result.stdout.split()[-1] == "False"
     assert "imported before unet_keras" not in result.stderr
+
+
+@pytest.mark.parametrize("value", ["1", "true"])
+def test_training_is_refused_where_weights_are_assumed_frozen(monkeypatch, value):
+    monkeypatch.setenv(FROZEN_WEIGHTS_VARIABLE, value)
+    with pytest.raises(RuntimeError, match="Unset it for training"):
+        check_weights_not_frozen()
+
+
+def test_training_is_allowed_otherwise(monkeypatch):
+    monkeypatch.delenv(FROZEN_WEIGHTS_VARIABLE, raising=False)
+    check_weights_not_frozen()
+    monkeypatch.setenv(FROZEN_WEIGHTS_VARIABLE, "0")
+    check_weights_not_frozen()

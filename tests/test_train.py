@@ -123,6 +123,15 @@ def test_training_batches_come_from_threads(isbi_data):
     assert train_data.workers > 1 and not train_data.use_multiprocessing
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow setting")
+def test_train_refuses_weights_assumed_frozen(monkeypatch, tmp_path):
+    monkeypatch.setenv("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")
+    config = TrainConfig(runs_dir=str(tmp_path), data_dir=str(tmp_path / "data"))
+    with pytest.raises(RuntimeError, match="TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"):
+        train(config, verbose=0)
+    assert not (tmp_path / "default").exists()  # refused before anything was written
+
+
 def test_config_validation():
     with pytest.raises(ValueError, match="momentum"):
         TrainConfig(ema=1.0)

@@ -14,6 +14,7 @@ from unet_keras.backend_utils import detect_device
 from unet_keras.datasets import DownloadError, download_isbi2012, load_isbi2012, split_slices
 from unet_keras.evaluate import rand_and_info_scores, score_isbi, thinned_segmentation
 from unet_keras.family import build_unet3plus, build_unet_plus_plus, prune_unet_plus_plus
+from unet_keras.folding import fold_batch_norm
 from unet_keras.inference import forward_flops, predict_tiled
 from unet_keras.losses import (
     BCEDiceLoss,
@@ -62,6 +63,7 @@ __all__ = [
     "download_isbi2012",
     "elastic_deform",
     "elastic_displacement",
+    "fold_batch_norm",
     "forward_flops",
     "head",
     "load_isbi2012",

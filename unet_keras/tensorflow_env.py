@@ -1,4 +1,4 @@
-"""TensorFlow settings that must be made before TensorFlow is first imported.
+"""TensorFlow settings: those made before TensorFlow is first imported, and one to refuse.
 
 TensorFlow turns its oneDNN kernels on by default on x86 CPUs with AVX-512
 VNNI, BF16 or AMX (recent Intel server chips); on the project's 2-core AMD
@@ -12,6 +12,9 @@ Keras, so `import unet_keras` first and the setting takes effect. A value the
 user already set (`TF_ENABLE_ONEDNN_OPTS=0` to opt out) is left alone. When
 Keras came first and TensorFlow reports oneDNN off, `warn_if_onednn_off`
 says so, because the slowdown is otherwise silent.
+
+`check_weights_not_frozen` guards the opposite mistake: oneDNN's inference
+setting `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1`, under which a model cannot learn.
 """
 
 import os
@@ -20,6 +23,7 @@ import sys
 import warnings
 
 ONEDNN_VARIABLE = "TF_ENABLE_ONEDNN_OPTS"
+FROZEN_WEIGHTS_VARIABLE = "TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"
 
 
 def enable_onednn():
@@ -72,3 +76,25 @@ def warn_if_onednn_off():
         stacklevel=3,
     )
     return True
+
+
+def check_weights_not_frozen():
+    """Refuses to train where TensorFlow's oneDNN caches the weights.
+
+    `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1` is an inference setting: oneDNN then
+    keeps its first copy of every convolution's weights for the life of the
+    process, so a model trained there silently keeps computing with its
+    initial weights and does not learn (measured: a loss that stays at 0.70
+    where it falls to 0.26 without it).
+
+    Raises:
+        RuntimeError: If the variable is set to a true value.
+    """
+    value = os.environ.get(FROZEN_WEIGHTS_VARIABLE, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        raise RuntimeError(
+            f"{FROZEN_WEIGHTS_VARIABLE}={os.environ[FROZEN_WEIGHTS_VARIABLE]} is set: "
+            "TensorFlow's oneDNN would keep using the first weights of every convolution, "
+            "and the model would not learn. Unset it for training (it is meant for "
+            "inference-only processes)."
+        )

@@ -34,12 +34,14 @@ from unet_keras.backend_utils import (
 )
 from unet_keras.datasets import download_isbi2012, load_isbi2012, split_slices
 from unet_keras.evaluate import score_isbi
+from unet_keras.folding import fold_batch_norm
 from unet_keras.inference import predict_tiled
 from unet_keras.losses import BCEDiceLoss, DiceLoss, WeightedCrossEntropy
 from unet_keras.metrics import DiceCoefficient
 from unet_keras.model import build_unet, valid_output_size
 from unet_keras.pipeline import TileDataset
 from unet_keras.plots import plot_history, read_history, save_overlays
+from unet_keras.tensorflow_env import check_weights_not_frozen
 from unet_keras.weights import border_weight_maps
 
 LOSSES = ("bce", "dice", "bce_dice", "bce_cldice", "weighted_ce")
@@ -295,8 +297,14 @@ def train(config=None, extra_callbacks=(), verbose=1):
 
     Returns:
         The dict written to `metrics.json`.
+
+    Raises:
+        RuntimeError: On TensorFlow, when `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS` is
+            set (the model would not learn).
     """
     config = config or TrainConfig.auto()
+    if keras.backend.backend() == "tensorflow":
+        check_weights_not_frozen()
     say = print if verbose else (lambda *a, **k: None)
     run_dir = config.run_dir
     resuming = (run_dir / "backup").is_dir()
@@ -329,7 +337,8 @@ def train(config=None, extra_callbacks=(), verbose=1):
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
-    model = keras.models.load_model(run_dir / "model.keras")  # the best epoch's
+    # The best epoch's model, with BatchNorm folded into the convolutions for speed.
+    model = fold_batch_norm(keras.models.load_model(run_dir / "model.keras"))
     plot_history(run_dir / "history.csv", run_dir / "curves.png", title=f"Run {config.name}")
 
     start = time.perf_counter()
