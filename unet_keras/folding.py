@@ -83,15 +83,19 @@ def _foldable_pairs(model):
     return pairs
 
 
+def _float64(variable):
+    return keras.ops.convert_to_numpy(variable).astype(np.float64)
+
+
 def _folded_weights(conv, batch_norm):
-    """Kernel and bias of `conv` followed by `batch_norm` in inference mode."""
-    as_numpy = lambda v: keras.ops.convert_to_numpy(v).astype(np.float64)  # noqa: E731
-    kernel = as_numpy(conv.kernel)
-    bias = as_numpy(conv.bias) if conv.use_bias else 0.0
-    gamma = as_numpy(batch_norm.gamma) if batch_norm.scale else 1.0
-    beta = as_numpy(batch_norm.beta) if batch_norm.center else 0.0
-    scale = gamma / np.sqrt(as_numpy(batch_norm.moving_variance) + batch_norm.epsilon)
-    folded_bias = beta + (bias - as_numpy(batch_norm.moving_mean)) * scale
+    """Kernel and bias of `conv` followed by `batch_norm` in inference mode,
+    computed in float64 so that folding adds no round-off of its own."""
+    kernel = _float64(conv.kernel)
+    bias = _float64(conv.bias) if conv.use_bias else 0.0
+    gamma = _float64(batch_norm.gamma) if batch_norm.scale else 1.0
+    beta = _float64(batch_norm.beta) if batch_norm.center else 0.0
+    scale = gamma / np.sqrt(_float64(batch_norm.moving_variance) + batch_norm.epsilon)
+    folded_bias = beta + (bias - _float64(batch_norm.moving_mean)) * scale
     return [kernel * scale, folded_bias * np.ones(kernel.shape[-1])]
 
 
