@@ -131,3 +131,16 @@ def test_a_trained_model_predicts_the_same_on_real_data(isbi_data):
     got = predict_tiled(folded, images[29], tta=False)
     assert expected.std() > 0.01  # a real prediction, not a constant map
     np.testing.assert_allclose(got, expected, atol=1e-4)
+
+
+def test_shared_layers_are_not_folded():
+    """A convolution called twice, each call followed by the same BatchNorm."""
+    conv = layers.Conv2D(1, 3, padding="same", name="shared_conv")
+    norm = layers.BatchNormalization(name="shared_bn")
+    inputs = keras.Input((16, 16, 1))
+    outputs = norm(conv(norm(conv(inputs))))
+    model = _with_trained_statistics(keras.Model(inputs, outputs))
+
+    folded = fold_batch_norm(model)
+    assert folded.get_layer("shared_bn") is not None
+    _assert_same_function(model, folded, np.random.default_rng(4).normal(size=(1, 16, 16, 1)))

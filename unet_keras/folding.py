@@ -25,14 +25,21 @@ from keras import layers
 
 def _layer_refs(structure):
     """Names of the layers referenced in a serialised functional config fragment:
-    call arguments (`keras_history`) and output lists (`[name, node, tensor]`)."""
+    call arguments (`keras_history`) and output lists (`[name, node, tensor]`).
+
+    The config, unlike `layer.input`, lists every call of a shared layer, so
+    the counts below stay right for layers called more than once."""
     if isinstance(structure, dict):
         config = structure.get("config")
         if structure.get("class_name") == "__keras_tensor__" and isinstance(config, dict):
             return [config["keras_history"][0]]
         return [name for value in structure.values() for name in _layer_refs(value)]
     if isinstance(structure, (list, tuple)):
-        if len(structure) == 3 and isinstance(structure[0], str):
+        if (
+            len(structure) == 3
+            and isinstance(structure[0], str)
+            and all(isinstance(i, int) for i in structure[1:])
+        ):
             return [structure[0]]
         return [name for value in structure for name in _layer_refs(value)]
     return []
@@ -96,7 +103,7 @@ def _folded_weights(conv, batch_norm):
     beta = _float64(batch_norm.beta) if batch_norm.center else 0.0
     scale = gamma / np.sqrt(_float64(batch_norm.moving_variance) + batch_norm.epsilon)
     folded_bias = beta + (bias - _float64(batch_norm.moving_mean)) * scale
-    return [kernel * scale, folded_bias * np.ones(kernel.shape[-1])]
+    return [kernel * scale, folded_bias]  # the moving mean gives it its (channels,) shape
 
 
 def fold_batch_norm(model):
