@@ -11,6 +11,7 @@ import tifffile
 
 from unet_keras import build_unet
 from unet_keras.cli import main, make_parser
+from unet_keras.postprocess import watershed_membranes
 
 
 def test_help_lists_every_command():
@@ -64,6 +65,35 @@ def test_predict_then_evaluate(tmp_path, tiny_model, capsys):
                  "--labels", str(tmp_path / "labels.tif")]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert 0 <= scores["v_rand"] <= 1 and 0 <= scores["pixel_error"] <= 1
+
+
+def test_watershed_option_of_predict_and_evaluate(tmp_path, tiny_model, capsys):
+    images = _write_pngs(tmp_path / "images", np.zeros((2, 48, 40), np.uint8))
+    raw, closed = tmp_path / "raw.tif", tmp_path / "closed.tif"
+    for out, extra in ((raw, []), (closed, ["--watershed"])):
+        assert main(["predict", "--model", str(tiny_model), "--input", str(images),
+                     "--output", str(out), "--no-tta", *extra]) == 0
+    expected = watershed_membranes(tifffile.imread(raw))
+    np.testing.assert_array_equal(tifffile.imread(closed), expected)
+
+    # Two cells whose membrane has a faint gap (merged below threshold 0.5),
+    # with a ring around a speck in each (split above it); the watershed is right.
+    membrane = np.arange(64) // 2 == 15
+    labels = np.where(membrane, 0, 255).astype(np.uint8) * np.ones((2, 64, 1), np.uint8)
+    prob = np.where(labels == 0, 0.95, 0.02)
+    prob[:, 28:36, membrane] = 0.5
+    for x in (10, 44):
+        prob[:, 20:26, x : x + 6] = 0.9
+        prob[:, 21:25, x + 1 : x + 5] = 0.02
+    tifffile.imwrite(tmp_path / "gap.tif", prob.astype(np.float32))
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    scores = []
+    for extra in ([], ["--watershed"]):
+        capsys.readouterr()
+        assert main(["evaluate", "--prediction", str(tmp_path / "gap.tif"),
+                     "--labels", str(tmp_path / "labels.tif"), *extra]) == 0
+        scores.append(json.loads(capsys.readouterr().out)["v_info"])
+    assert scores[0] < 1.0 and scores[1] == pytest.approx(1.0)
 
 
 def test_bad_input_gives_a_clear_error(tmp_path, tiny_model, capsys):

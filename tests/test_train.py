@@ -36,12 +36,17 @@ def test_short_run_writes_every_file(tmp_path, isbi_data):
     assert val.shape == (2, 512, 512) and val.dtype == np.float32
     assert test.shape == (30, 512, 512) and test.dtype == np.float32
     assert 0 <= val.min() and val.max() <= 1
+    closed = tifffile.imread(run / "predictions" / "val_watershed.tif")
+    assert closed.dtype == np.float32 and closed.shape == val.shape
+    assert (closed >= val).all()  # the network's map with boundary lines added
+    assert tifffile.imread(run / "predictions" / "test_watershed.tif").shape == test.shape
     assert sorted(p.name for p in (run / "overlays").iterdir()) == ["val_28.png", "val_29.png"]
     saved = json.loads((run / "metrics.json").read_text())
     assert saved["val_slices"] == [28, 29] and len(saved["train_slices"]) == 28
     for key in ("v_rand", "v_info", "pixel_error", "dice", "iou"):
         assert 0 <= saved["val"][key] <= 1
         assert saved["val"][key] == pytest.approx(metrics["val"][key])
+        assert 0 <= saved["val_watershed"][key] <= 1
     assert len(read_history(run / "history.csv")["loss"]) == 2
 
 

@@ -37,6 +37,7 @@ from unet_keras.model import (
     valid_output_size,
 )
 from unet_keras.pipeline import TileDataset
+from unet_keras.postprocess import watershed_cells, watershed_membranes
 from unet_keras.weights import border_weight_map, border_weight_maps
 
 __version__ = "0.1.0"
@@ -80,4 +81,6 @@ __all__ = [
     "up_step",
     "valid_input_size",
     "valid_output_size",
+    "watershed_cells",
+    "watershed_membranes",
 ]

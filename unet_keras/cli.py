@@ -55,6 +55,7 @@ def _predict(args):
     from unet_keras.folding import fold_batch_norm
     from unet_keras.inference import predict_tiled
     from unet_keras.plots import save_overlays
+    from unet_keras.postprocess import watershed_membranes
 
     model = keras.models.load_model(args.model)
     try:
@@ -65,6 +66,8 @@ def _predict(args):
     membrane = predict_tiled(
         model, images, tile=args.tile, batch_size=args.batch_size, tta=args.tta
     )[..., 0]
+    if args.watershed:
+        membrane = watershed_membranes(membrane)
     # The challenge expects the probability of cell interior, 1 - membrane.
     written = write_stack(args.output, 1.0 - membrane if args.isbi_submission else membrane)
     print(f"Wrote {written} ({len(membrane)} slices, "
@@ -76,10 +79,13 @@ def _predict(args):
 
 def _evaluate(args):
     from unet_keras.evaluate import score_isbi
+    from unet_keras.postprocess import watershed_membranes
 
     prob = read_stack(args.prediction).astype("float32")
     if args.isbi_submission:
         prob = 1.0 - prob
+    if args.watershed:
+        prob = watershed_membranes(prob)
     labels = read_stack(args.labels)
     mask = membrane_mask_from_labels(labels, source=str(args.labels))
     scores = score_isbi(prob, mask)
@@ -118,6 +124,8 @@ def make_parser():
                    help="average over the 8 flips and rotations")
     p.add_argument("--isbi-submission", action="store_true",
                    help="write interior probabilities (1 - membrane), the challenge's convention")
+    p.add_argument("--watershed", action="store_true",
+                   help="close the gaps between cells with a seeded watershed")
     p.set_defaults(run=_predict)
 
     p = commands.add_parser("evaluate", help="ISBI 2012 scores (V_rand, V_info) of a prediction")
@@ -126,6 +134,8 @@ def make_parser():
                    help="folder or TIFF stack of labels (0 = membrane, 255 = interior)")
     p.add_argument("--isbi-submission", action="store_true",
                    help="the prediction holds interior probabilities (1 - membrane)")
+    p.add_argument("--watershed", action="store_true",
+                   help="score after closing the gaps with a seeded watershed")
     p.set_defaults(run=_evaluate)
     return parser
 
