@@ -72,6 +72,9 @@ def test_shapes_and_slices():
     closed = watershed_membranes(stack[..., None])
     assert closed.shape == (3, 64, 64, 1) and closed.dtype == np.float32
     np.testing.assert_array_equal(closed[2, ..., 0], stack[2])
+    # Round-off of averaging just outside [0, 1] is clipped, as `score_isbi` does.
+    nudged = watershed_membranes(stack[2] + 1e-7)
+    assert nudged.max() <= 1.0
 
 
 @pytest.mark.parametrize(

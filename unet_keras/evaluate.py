@@ -262,23 +262,37 @@ def _as_slices(array, name):
     return array
 
 
-def _validate(membrane_prob, membrane_mask, thresholds):
+def as_membrane_slices(membrane_prob, dtype=np.float64):
+    """Membrane probabilities as `(N, H, W)` slices, checked.
+
+    Accepts `(N, H, W)`, `(N, H, W, 1)` or one `(H, W)` slice; round-off up
+    to 1e-6 outside [0, 1] (from filtering or resampling) is clipped.
+
+    Raises:
+        ValueError: For another shape, a non-numeric dtype, values that are
+            not finite or lie outside [0, 1].
+    """
     prob = _as_slices(membrane_prob, "membrane_prob")
+    if prob.dtype.kind not in "fiub":
+        raise ValueError(f"`membrane_prob` must be numeric, got dtype {prob.dtype}.")
+    prob = prob.astype(dtype)
+    if not np.isfinite(prob).all():
+        raise ValueError("`membrane_prob` contains NaN or infinite values.")
+    if prob.min() < -_ROUNDING or prob.max() > 1 + _ROUNDING:
+        raise ValueError(
+            f"`membrane_prob` must lie in [0, 1], got [{prob.min():g}, {prob.max():g}]. "
+            "Pass membrane probabilities, e.g. the model's sigmoid output."
+        )
+    return np.clip(prob, 0.0, 1.0)
+
+
+def _validate(membrane_prob, membrane_mask, thresholds):
+    prob = as_membrane_slices(membrane_prob)
     mask = _as_slices(membrane_mask, "membrane_mask")
     if prob.shape != mask.shape:
         raise ValueError(
             f"`membrane_prob` {prob.shape} and `membrane_mask` {mask.shape} differ in shape."
         )
-    if prob.dtype.kind not in "fiub":
-        raise ValueError(f"`membrane_prob` must be numeric, got dtype {prob.dtype}.")
-    prob = prob.astype(np.float64)
-    if not np.isfinite(prob).all():
-        raise ValueError("`membrane_prob` contains NaN or infinite values.")
-    if prob.min() < -_ROUNDING or prob.max() > 1 + _ROUNDING:
-        raise ValueError(
-            f"`membrane_prob` must lie in [0, 1], got [{prob.min():g}, {prob.max():g}]."
-        )
-    prob = np.clip(prob, 0.0, 1.0)  # round-off of filters and resampling
     if mask.dtype.kind not in "fiub" or not ((mask == 0) | (mask == 1)).all():
         raise ValueError(
             "`membrane_mask` must be binary with 1 = membrane and 0 = interior. "

@@ -23,28 +23,16 @@ import cv2
 import numpy as np
 from skimage.segmentation import watershed
 
-from unet_keras.evaluate import _as_slices
+from unet_keras.evaluate import as_membrane_slices
 
 
-def _check_membrane_prob(membrane_prob, marker_threshold, min_marker_size):
-    prob = _as_slices(membrane_prob, "membrane_prob")
-    if prob.dtype.kind not in "fiub":
-        raise ValueError(f"`membrane_prob` must be numeric, got dtype {prob.dtype}.")
-    prob = prob.astype(np.float32)
-    if not np.isfinite(prob).all():
-        raise ValueError("`membrane_prob` contains NaN or infinite values.")
-    if prob.min() < 0 or prob.max() > 1:
-        raise ValueError(
-            f"`membrane_prob` must be membrane probabilities in [0, 1], got values in "
-            f"[{prob.min():g}, {prob.max():g}]. Pass the model's sigmoid output."
-        )
+def _check_parameters(marker_threshold, min_marker_size):
     if not 0 < marker_threshold < 1:
         raise ValueError(f"`marker_threshold` must lie in (0, 1), got {marker_threshold!r}.")
     if int(min_marker_size) != min_marker_size or min_marker_size < 0:
         raise ValueError(
             f"`min_marker_size` must be a whole number of pixels >= 0, got {min_marker_size!r}."
         )
-    return prob
 
 
 def _markers(prob, marker_threshold, min_marker_size):
@@ -58,6 +46,17 @@ def _markers(prob, marker_threshold, min_marker_size):
     relabelled = np.zeros(count, np.int32)
     relabelled[keep] = np.arange(1, keep.sum() + 1)
     return relabelled[markers]
+
+
+def _watershed(prob, marker_threshold, min_marker_size):
+    """Labels of checked `(N, H, W)` probabilities; see `watershed_cells`."""
+    labels = np.ones(prob.shape, np.int32)
+    for i, slice_prob in enumerate(prob):
+        markers = _markers(slice_prob, marker_threshold, min_marker_size)
+        if markers.any():
+            # connectivity=1: the lines separate the cells 4-connectedly, as they are scored.
+            labels[i] = watershed(slice_prob, markers, connectivity=1, watershed_line=True)
+    return labels
 
 
 def watershed_cells(membrane_prob, marker_threshold=0.1, min_marker_size=20):
@@ -80,15 +79,11 @@ def watershed_cells(membrane_prob, marker_threshold=0.1, min_marker_size=20):
         ValueError: For a shape other than the above, values outside [0, 1]
             or not finite, or parameters out of range.
     """
-    single = np.ndim(membrane_prob) == 2
-    prob = _check_membrane_prob(membrane_prob, marker_threshold, min_marker_size)
-    labels = np.ones(prob.shape, np.int32)
-    for i, slice_prob in enumerate(prob):
-        markers = _markers(slice_prob, marker_threshold, min_marker_size)
-        if markers.any():
-            # connectivity=1: the lines separate the cells 4-connectedly, as they are scored.
-            labels[i] = watershed(slice_prob, markers, connectivity=1, watershed_line=True)
-    return labels[0] if single else labels
+    _check_parameters(marker_threshold, min_marker_size)
+    labels = _watershed(
+        as_membrane_slices(membrane_prob, np.float32), marker_threshold, min_marker_size
+    )
+    return labels[0] if np.ndim(membrane_prob) == 2 else labels
 
 
 def watershed_membranes(membrane_prob, marker_threshold=0.1, min_marker_size=20):
@@ -112,7 +107,7 @@ def watershed_membranes(membrane_prob, marker_threshold=0.1, min_marker_size=20)
     Raises:
         ValueError: As `watershed_cells`.
     """
-    labels = watershed_cells(membrane_prob, marker_threshold, min_marker_size)
-    prob = np.asarray(membrane_prob, np.float32)
-    lines = (labels == 0).reshape(prob.shape)
-    return np.where(lines, np.float32(1.0), prob)
+    _check_parameters(marker_threshold, min_marker_size)
+    prob = as_membrane_slices(membrane_prob, np.float32)
+    closed = np.where(_watershed(prob, marker_threshold, min_marker_size) == 0, 1.0, prob)
+    return closed.astype(np.float32).reshape(np.shape(membrane_prob))
