@@ -106,6 +106,37 @@ def test_weighted_loss_with_the_valid_network(tmp_path, isbi_data):
     assert 0 <= metrics["val"]["v_rand"] <= 1
 
 
+@pytest.mark.parametrize(
+    "precision", [pytest.param("mixed_bfloat16", marks=pytest.mark.backends), "mixed_float16"]
+)
+def test_mixed_precision_run(tmp_path, isbi_data, precision, recwarn):
+    """The GPU configuration's precision, forced on the CPU: the run trains
+    with float16 or bfloat16 activations (float16 behind a loss scale), the
+    saved model keeps float32 weights and a float32 output, folding and
+    prediction work on it, and the global policy is restored afterwards."""
+    config = tiny_config(
+        tmp_path, isbi_data, mixed_precision=precision, epochs=1, overlays=False,
+    )
+    metrics = train(config, verbose=0)
+    # train reloads the best model uncompiled: the loss-scale optimiser's state
+    # of a float16 run does not fit a plain optimiser, and Keras warns about it.
+    assert not [w for w in recwarn if "Skipping variable loading" in str(w.message)]
+    assert metrics["precision"] == precision
+    assert keras.config.dtype_policy().name == "float32"
+    assert np.isfinite(read_history(config.run_dir / "history.csv")["loss"][0])
+
+    model = keras.models.load_model(config.run_dir / "model.keras", compile=False)
+    compute = precision.removeprefix("mixed_")
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert all(layer.compute_dtype == compute for layer in convs)
+    assert all(w.dtype == "float32" for w in model.weights)
+    assert model.layers[-1].compute_dtype == "float32"
+    val = tifffile.imread(config.run_dir / "predictions" / "val.tif")
+    assert val.dtype == np.float32 and np.isfinite(val).all()
+    assert 0 <= val.min() and val.max() <= 1 and val.std() > 0
+    assert 0 <= metrics["val"]["v_rand"] <= 1
+
+
 def test_ema_weights_are_swapped_in_before_the_checkpoint(tmp_path):
     config = TrainConfig(runs_dir=str(tmp_path), ema=0.99)
     names = [type(c).__name__ for c in _callbacks(config, config.run_dir, False, ())]

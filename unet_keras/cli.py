@@ -57,7 +57,7 @@ def _predict(args):
     from unet_keras.plots import save_overlays
     from unet_keras.postprocess import watershed_membranes
 
-    model = keras.models.load_model(args.model)
+    model = keras.models.load_model(args.model, compile=False)  # predicting only
     try:
         model = fold_batch_norm(model)  # the same maps, computed faster
     except ValueError:  # not a functional model: predict with it as it is

@@ -340,7 +340,9 @@ def train(config=None, extra_callbacks=(), verbose=1):
         keras.config.set_dtype_policy(previous_policy)
 
     # The best epoch's model, with BatchNorm folded into the convolutions for speed.
-    model = fold_batch_norm(keras.models.load_model(run_dir / "model.keras"))
+    # Uncompiled: only predictions follow, and a float16 run's loss-scale optimiser
+    # state would not load into a plain one.
+    model = fold_batch_norm(keras.models.load_model(run_dir / "model.keras", compile=False))
     plot_history(run_dir / "history.csv", run_dir / "curves.png", title=f"Run {config.name}")
 
     start = time.perf_counter()
