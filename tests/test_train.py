@@ -107,21 +107,28 @@ def test_weighted_loss_with_the_valid_network(tmp_path, isbi_data):
 
 
 @pytest.mark.parametrize(
-    "precision", [pytest.param("mixed_bfloat16", marks=pytest.mark.backends), "mixed_float16"]
+    "precision, jit",
+    [
+        pytest.param("mixed_bfloat16", "off", marks=pytest.mark.backends),
+        # An older GPU's setting (float16 and XLA), with XLA on TensorFlow only.
+        pytest.param("mixed_float16", "on", marks=pytest.mark.skipif(
+            keras.backend.backend() != "tensorflow", reason="XLA via TensorFlow")),
+    ],
 )
-def test_mixed_precision_run(tmp_path, isbi_data, precision, recwarn):
-    """The GPU configuration's precision, forced on the CPU: the run trains
-    with float16 or bfloat16 activations (float16 behind a loss scale), the
-    saved model keeps float32 weights and a float32 output, folding and
-    prediction work on it, and the global policy is restored afterwards."""
+def test_mixed_precision_run(tmp_path, isbi_data, precision, jit, recwarn):
+    """The GPU configuration's precision and compilation, forced on the CPU:
+    the run trains with float16 or bfloat16 activations (float16 behind a loss
+    scale), the saved model keeps float32 weights and a float32 output,
+    folding and prediction work on it, and the global policy is restored."""
     config = tiny_config(
-        tmp_path, isbi_data, mixed_precision=precision, epochs=1, overlays=False,
+        tmp_path, isbi_data, mixed_precision=precision, jit_compile=jit, epochs=1,
+        overlays=False,
     )
     metrics = train(config, verbose=0)
     # train reloads the best model uncompiled: the loss-scale optimiser's state
     # of a float16 run does not fit a plain optimiser, and Keras warns about it.
     assert not [w for w in recwarn if "Skipping variable loading" in str(w.message)]
-    assert metrics["precision"] == precision
+    assert metrics["precision"] == precision and metrics["xla"] == (jit == "on")
     assert keras.config.dtype_policy().name == "float32"
     assert np.isfinite(read_history(config.run_dir / "history.csv")["loss"][0])
 

@@ -349,7 +349,8 @@ def train(config=None, extra_callbacks=(), verbose=1):
     predictions = run_dir / "predictions"
     predictions.mkdir(exist_ok=True)
     metrics = {
-        "device": str(device), "precision": precision, "train_seconds": round(train_seconds, 1),
+        "device": str(device), "precision": precision, "xla": jit,
+        "train_seconds": round(train_seconds, 1),
         "train_slices": [int(i) for i in train_idx], "val_slices": [int(i) for i in val_idx],
         "tta": config.tta,
     }
