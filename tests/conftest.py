@@ -25,6 +25,26 @@ def rng():
     return np.random.default_rng(0)
 
 
+@pytest.fixture
+def gap_and_specks():
+    """Two cells split by a membrane (columns 31-32) whose rows 28-35 are faint
+    (p = 0.5), and in each cell four closed rings around 4x4 specks that look
+    like interior (16 pixels each, below `min_marker_size`=20).
+
+    No single threshold is right: below 0.5 the gap merges the cells, above it
+    each speck is a segment of its own. The ground truth has only the membrane.
+    """
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 31:33] = 1
+    prob = np.where(mask == 1, 0.95, 0.02).astype(np.float32)
+    prob[28:36, 31:33] = 0.5
+    for y in (8, 44):
+        for x in (6, 18, 38, 50):
+            prob[y : y + 6, x : x + 6] = 0.9  # a ring ...
+            prob[y + 1 : y + 5, x + 1 : x + 5] = 0.02  # ... around a speck
+    return prob, mask
+
+
 @pytest.fixture(scope="session")
 def isbi_mirror():
     """The local byte-exact mirror of the ISBI 2012 files (CI always has it)."""

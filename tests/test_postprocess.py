@@ -9,27 +9,8 @@ from unet_keras.evaluate import score_isbi
 from unet_keras.postprocess import watershed_cells, watershed_membranes
 
 
-def two_cells_with_a_gap_and_a_speck():
-    """Two cells split by a membrane (columns 31-32) whose rows 28-35 are faint
-    (p = 0.5), and in each cell four closed rings around 4x4 specks that look
-    like interior (16 pixels each, below `min_marker_size`=20).
-
-    No single threshold is right: below 0.5 the gap merges the cells, above it
-    each speck is a segment of its own. The ground truth has only the membrane.
-    """
-    mask = np.zeros((64, 64), np.uint8)
-    mask[:, 31:33] = 1
-    prob = np.where(mask == 1, 0.95, 0.02).astype(np.float32)
-    prob[28:36, 31:33] = 0.5
-    for y in (8, 44):
-        for x in (6, 18, 38, 50):
-            prob[y : y + 6, x : x + 6] = 0.9  # a ring ...
-            prob[y + 1 : y + 5, x + 1 : x + 5] = 0.02  # ... around a speck
-    return prob, mask
-
-
-def test_the_watershed_closes_the_gap_and_keeps_the_speck_in_its_cell():
-    prob, mask = two_cells_with_a_gap_and_a_speck()
+def test_the_watershed_closes_the_gap_and_keeps_the_speck_in_its_cell(gap_and_specks):
+    prob, mask = gap_and_specks
     raw = score_isbi(prob, mask)
     assert raw["v_rand"] < 0.97 and raw["v_info"] < 0.97  # merged or split at every threshold
 
@@ -42,8 +23,8 @@ def test_the_watershed_closes_the_gap_and_keeps_the_speck_in_its_cell():
     assert closed["v_rand"] == pytest.approx(1.0) and closed["v_info"] == pytest.approx(1.0)
 
 
-def test_small_markers_are_dropped_only_below_the_size():
-    prob, _ = two_cells_with_a_gap_and_a_speck()
+def test_small_markers_are_dropped_only_below_the_size(gap_and_specks):
+    prob, _ = gap_and_specks
     assert watershed_cells(prob, min_marker_size=0).max() == 10  # each speck is a cell
     assert watershed_cells(prob, min_marker_size=16).max() == 10
     assert watershed_cells(prob, min_marker_size=17).max() == 2
@@ -62,8 +43,8 @@ def test_the_lines_separate_the_cells_four_connectedly(rng):
     np.testing.assert_array_equal(lines[labels > 0], prob[labels > 0])
 
 
-def test_shapes_and_slices():
-    prob, _ = two_cells_with_a_gap_and_a_speck()
+def test_shapes_and_slices(gap_and_specks):
+    prob, _ = gap_and_specks
     stack = np.stack([prob, prob[::-1], np.full_like(prob, 0.5)])
     labels = watershed_cells(stack)
     assert labels.shape == (3, 64, 64)
