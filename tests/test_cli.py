@@ -65,6 +65,9 @@ def test_predict_then_evaluate(tmp_path, tiny_model, capsys):
                  "--labels", str(tmp_path / "labels.tif")]) == 0
     scores = json.loads(capsys.readouterr().out)
     assert 0 <= scores["v_rand"] <= 1 and 0 <= scores["pixel_error"] <= 1
+    assert len(scores["v_rand_per_slice"]) == 3  # the curves are left out, these kept
+    assert np.mean(scores["v_rand_per_slice"]) == pytest.approx(scores["v_rand"], abs=1e-9)
+    assert "v_rand_curve" not in scores
 
 
 def test_watershed_option_of_predict_and_evaluate(tmp_path, tiny_model, capsys, gap_and_specks):

@@ -282,6 +282,19 @@ def test_scores_are_averaged_over_slices():
     alone = score_isbi(bad, mask, thresholds=[0.5])
     assert both["v_rand"] == pytest.approx((1 + alone["v_rand"]) / 2)
     assert both["v_info"] == pytest.approx((1 + alone["v_info"]) / 2)
+    assert both["v_rand_per_slice"] == pytest.approx([1, alone["v_rand"]])
+    assert both["v_info_per_slice"] == pytest.approx([1, alone["v_info"]])
+
+
+def test_per_slice_scores_are_taken_at_the_best_threshold():
+    mask = _grid_mask()
+    faint = np.where(mask, 0.65, 0.1)  # membrane found at thresholds >= 0.4
+    result = score_isbi(np.stack([faint, mask.astype(float)]), np.stack([mask, mask]))
+    assert result["v_rand_threshold"] == pytest.approx(0.4)
+    assert result["v_rand_per_slice"] == pytest.approx([1.0, 1.0])
+    low = score_isbi(np.stack([faint, mask.astype(float)]), np.stack([mask, mask]),
+                     thresholds=[0.3])
+    assert low["v_rand_per_slice"][0] < 0.2 and low["v_rand_per_slice"][1] == pytest.approx(1)
 
 
 def test_threshold_is_strict_on_the_interior_probability():

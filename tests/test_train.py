@@ -9,7 +9,7 @@ import pytest
 import tifffile
 
 from unet_keras.plots import read_history
-from unet_keras.train import TrainConfig, _callbacks, train
+from unet_keras.train import TrainConfig, _callbacks, format_scores, train
 
 pytestmark = pytest.mark.slow
 
@@ -47,7 +47,19 @@ def test_short_run_writes_every_file(tmp_path, isbi_data):
         assert 0 <= saved["val"][key] <= 1
         assert saved["val"][key] == pytest.approx(metrics["val"][key])
         assert 0 <= saved["val_watershed"][key] <= 1
+    for key in ("val", "val_watershed"):
+        scores = saved[key]
+        assert len(scores["v_rand_per_slice"]) == len(scores["v_info_per_slice"]) == 2
+        assert np.mean(scores["v_rand_per_slice"]) == pytest.approx(scores["v_rand"])
     assert len(read_history(run / "history.csv")["loss"]) == 2
+
+    summary = format_scores(saved).splitlines()
+    rand, info = saved["val"]["v_rand_per_slice"][1], saved["val"]["v_info_per_slice"][1]
+    assert f"29: {rand:.4f} / {info:.4f}" in summary[2]  # the line below the held-out scores
+    assert len(summary) == 5  # device; scores and per slice, without and with the watershed
+    for key in ("val", "val_watershed"):  # a metrics.json written before per-slice scores
+        del saved[key]["v_rand_per_slice"], saved[key]["v_info_per_slice"]
+    assert len(format_scores(saved).splitlines()) == 3
 
 
 class Interrupt(Exception):

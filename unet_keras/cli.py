@@ -89,7 +89,11 @@ def _evaluate(args):
     labels = read_stack(args.labels)
     mask = membrane_mask_from_labels(labels, source=str(args.labels))
     scores = score_isbi(prob, mask)
-    print(json.dumps({k: v for k, v in scores.items() if not isinstance(v, list)}, indent=2))
+    for curve in ("thresholds", "v_rand_curve", "v_info_curve"):
+        del scores[curve]
+    # JSON with each per-slice list on one line: 30 slices stay readable.
+    fields = (f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in scores.items())
+    print("{\n" + ",\n".join(fields) + "\n}")
 
 
 def make_parser():

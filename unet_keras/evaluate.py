@@ -346,6 +346,8 @@ def score_isbi(membrane_prob, membrane_mask, thresholds=None):
         `v_rand_threshold`, `v_info_threshold` (the first best threshold),
         the split/merge halves at those thresholds (`v_rand_split`,
         `v_rand_merge`, `v_info_split`, `v_info_merge`, slice averages), the
+        scores of each slice at those thresholds (`v_rand_per_slice`,
+        `v_info_per_slice`, lists whose means are `v_rand` and `v_info`), the
         curves `thresholds`, `v_rand_curve`, `v_info_curve` (lists), and at
         threshold 0.5 the `pixel_error`, `dice` and `iou` of the membrane
         class.
@@ -380,6 +382,9 @@ def score_isbi(membrane_prob, membrane_mask, thresholds=None):
         "v_rand_merge": float(curves["rand_merge"][best_rand]),
         "v_info_split": float(curves["info_split"][best_info]),
         "v_info_merge": float(curves["info_merge"][best_info]),
+        # One merge in one slice often decides a comparison of two models.
+        "v_rand_per_slice": table["v_rand"][best_rand].tolist(),
+        "v_info_per_slice": table["v_info"][best_info].tolist(),
         "thresholds": thresholds.tolist(),
         "v_rand_curve": curves["v_rand"].tolist(),
         "v_info_curve": curves["v_info"].tolist(),

@@ -385,20 +385,23 @@ def _to_builtin(value):
 
 
 def format_scores(metrics):
-    """A short text summary of a run's metrics."""
+    """A short text summary of a run's metrics, with the score of each held-out slice."""
     lines = [f"Trained {metrics['train_seconds']:.0f} s on {metrics['device']}."]
-    val = metrics.get("val")
-    if val:
+    for key, title in (("val", "Held-out slices"), ("val_watershed", "With the watershed")):
+        scores = metrics.get(key)
+        if not scores:
+            continue
         lines.append(
-            f"Held-out slices {metrics['val_slices']}: V_rand {val['v_rand']:.4f} "
-            f"(threshold {val['v_rand_threshold']:.1f}), V_info {val['v_info']:.4f} "
-            f"(threshold {val['v_info_threshold']:.1f}), pixel error {val['pixel_error']:.4f}, "
-            f"Dice {val['dice']:.4f}, IoU {val['iou']:.4f}"
+            f"{title} {metrics['val_slices']}: V_rand {scores['v_rand']:.4f} "
+            f"(threshold {scores['v_rand_threshold']:.1f}), V_info {scores['v_info']:.4f} "
+            f"(threshold {scores['v_info_threshold']:.1f}), pixel error "
+            f"{scores['pixel_error']:.4f}, Dice {scores['dice']:.4f}, IoU {scores['iou']:.4f}"
         )
-    closed = metrics.get("val_watershed")
-    if closed:
-        lines.append(
-            f"With the seeded watershed (predictions/*_watershed.tif): V_rand "
-            f"{closed['v_rand']:.4f}, V_info {closed['v_info']:.4f}"
-        )
+        if "v_rand_per_slice" in scores:  # absent from an older release's metrics.json
+            per_slice = zip(
+                metrics["val_slices"], scores["v_rand_per_slice"], scores["v_info_per_slice"]
+            )
+            lines.append(
+                "  per slice: " + ", ".join(f"{i}: {r:.4f} / {v:.4f}" for i, r, v in per_slice)
+            )
     return "\n".join(lines)
