@@ -387,7 +387,8 @@ def _to_builtin(value):
 def format_scores(metrics):
     """A short text summary of a run's metrics, with the score of each held-out slice."""
     lines = [f"Trained {metrics['train_seconds']:.0f} s on {metrics['device']}."]
-    for key, title in (("val", "Held-out slices"), ("val_watershed", "With the watershed")):
+    titles = {"val": "Held-out slices", "val_watershed": "With the watershed (val_watershed.tif)"}
+    for key, title in titles.items():
         scores = metrics.get(key)
         if not scores:
             continue
