@@ -49,6 +49,7 @@ bench: $(RUNTIME)
 	$(BIN)/python benchmarks/bench_augment.py
 	$(BIN)/python benchmarks/bench_inference.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_evaluate.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/executed

@@ -1,5 +1,5 @@
 """Augmentation throughput on one core: augmented 512x512 image + mask + weight
-map triples per second.
+map triples per second, and the time of one border weight map.
 
     python benchmarks/bench_augment.py [--root data/isbi2012] [--seconds 3]
 
@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 
 from unet_keras.augment import Augmenter, elastic_deform  # noqa: E402
 from unet_keras.datasets import load_isbi2012  # noqa: E402
-from unet_keras.weights import border_weight_maps  # noqa: E402
+from unet_keras.weights import border_weight_map, border_weight_maps  # noqa: E402
 
 MIRROR = Path(__file__).resolve().parents[2] / "shared" / "isbi2012"
 
@@ -78,6 +78,8 @@ def main():
         else:
             rate = _rate(augment, args.seconds)
         print(f"  {name:42s} {rate:7.1f} /s")
+    rate = _rate(lambda i: border_weight_map(masks[i % n]), args.seconds)
+    print(f"border weight map of a 512x512 label (w0=10, sigma=5): {1000 / rate:.0f} ms")
 
 
 if __name__ == "__main__":
