@@ -1,8 +1,9 @@
 """Backend-specific helpers: which accelerator Keras sees, and what precision
 it supports.
 
-This is the one module that talks to TensorFlow, PyTorch or JAX directly;
-everything else in the package goes through `keras.ops`.
+With `tensorflow_env` (TensorFlow's start-up settings), this is the only
+module that talks to TensorFlow, PyTorch or JAX directly; everything else in
+the package goes through `keras` and `keras.ops`.
 """
 
 import ctypes

@@ -7,7 +7,8 @@ is mirrored, so every output pixel sees its full receptive field.
 convolutional Keras models):
 
 * The geometry comes from the model: input channels, a fixed input size if it
-  has one, the depth (its number of `MaxPooling2D` layers) and whether it is
+  has one, the depth (the number of 2x downsamplings down to its coarsest pooled
+  map, so that the extra pooling of UNet 3+ does not count) and whether it is
   valid-padded (its output is smaller than its input).
 * Tiles start at multiples of `2**depth` of the mirrored canvas, so pooling
   sees the same grid as one whole-image pass.
@@ -393,7 +394,7 @@ def forward_flops(model, input_hw):
     size instead, 2 * kh * kw * cin * cout * H_out * W_out, inflates a 2x2
     stride-2 up-convolution 4x). Biases, normalisation, activations and
     pooling are left out (well under 1% for a U-Net). The paper's 64-filter
-    U-Net with same padding at 512x512 takes 384.7 GFLOP (436.2 GFLOP, the
+    U-Net with same padding at 512x512 takes 384.7 GFLOP (436.3 GFLOP, the
     often quoted ~437, with the up-convolutions counted over their output).
 
     Args:

@@ -87,7 +87,8 @@ class TileDataset(keras.utils.PyDataset):
         augment: Random tiles and augmentation; False for the fixed grid.
         elastic, symmetries, affine, gray: Switch each augmentation.
         seed: Seed of all the randomness.
-        **pydataset_kwargs: `workers` (default 2 threads, see below),
+        **pydataset_kwargs: `workers` (default 2 threads: with one, Keras on
+            TensorFlow stalls at every epoch end; see the comment below),
             `use_multiprocessing`,
             `max_queue_size` for `keras.utils.PyDataset`.
         augment_options: A dict of other `Augmenter` arguments (`sigma`,

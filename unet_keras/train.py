@@ -165,7 +165,7 @@ class TrainConfig:
 
 
 def build_model(config):
-    """The U-Net of a config, compiled with its loss, optimiser and metrics."""
+    """The uncompiled U-Net of a config (`compile_model` compiles it)."""
     return build_unet(
         input_shape=(None, None, 1), num_classes=1, depth=config.depth,
         filters=config.filters, batch_norm=config.batch_norm, dropout=config.dropout,
