@@ -88,7 +88,7 @@ class TileDataset(keras.utils.PyDataset):
         elastic, symmetries, affine, gray: Switch each augmentation.
         seed: Seed of all the randomness.
         **pydataset_kwargs: `workers` (default 2 threads: with one, Keras on
-            TensorFlow stalls at every epoch end; see the comment below),
+            TensorFlow paused 7-30 s at each epoch end on 2 cores),
             `use_multiprocessing`,
             `max_queue_size` for `keras.utils.PyDataset`.
         augment_options: A dict of other `Augmenter` arguments (`sigma`,
