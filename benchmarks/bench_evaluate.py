@@ -2,33 +2,22 @@
 
     python benchmarks/bench_evaluate.py [--root data/isbi2012] [--slices 5] [--repeats 3]
 
-Scores `--slices` ISBI 2012 training labels (from `--root` or the shared
-mirror) against a prediction made from them: the labels blurred and with
-noise added, so that thresholds cut it into segments with gaps and specks
-rather than into a copy of the labels. The target is well under a second per
+Scores `--slices` ISBI 2012 training labels (downloaded into `--root` from
+UNET_KERAS_DATA_URL or the public source, as `bench_train.py` does; files
+already there are kept) against a prediction made from them: the labels
+blurred and with noise added, so that thresholds cut it into segments with
+gaps and specks rather than into a copy of the labels. The target is well under a second per
 slice and threshold.
 """
 
 import argparse
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 
-from unet_keras.datasets import load_isbi2012
+from unet_keras.datasets import download_isbi2012, load_isbi2012
 from unet_keras.evaluate import THRESHOLDS, score_isbi
-
-MIRROR = Path(__file__).resolve().parents[2] / "shared" / "isbi2012"
-
-
-def _labels(root, n):
-    for folder in (root, MIRROR):
-        if folder and (Path(folder) / "train" / "image").is_dir():
-            return load_isbi2012(folder)[1][:n, ..., 0], f"ISBI 2012 labels from {folder}"
-    raise SystemExit(
-        f"No ISBI 2012 data in {root} or {MIRROR}: run `python -m unet_keras download` first."
-    )
 
 
 def _noisy_prediction(masks, seed=0):
@@ -43,7 +32,8 @@ def main():
     parser.add_argument("--slices", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    masks, source = _labels(args.root, args.slices)
+    root = download_isbi2012(args.root, progress=False)
+    masks = load_isbi2012(root)[1][: args.slices, ..., 0]
     prob = _noisy_prediction(masks)
     score_isbi(prob[:1], masks[:1])  # warm-up
     times = []
@@ -52,7 +42,8 @@ def main():
         scores = score_isbi(prob, masks)
         times.append(time.perf_counter() - start)
     per = min(times) / (len(masks) * len(THRESHOLDS))
-    print(f"{source}; {len(masks)} slices x {len(THRESHOLDS)} thresholds, best of {args.repeats}")
+    print(f"ISBI 2012 labels from {root}; {len(masks)} slices x {len(THRESHOLDS)} "
+          f"thresholds, best of {args.repeats}")
     print(f"  score_isbi: {min(times):.2f} s in all, {1000 * per:.0f} ms per slice and threshold")
     print(f"  (V_rand {scores['v_rand']:.3f}, V_info {scores['v_info']:.3f} for the noisy map)")
 
