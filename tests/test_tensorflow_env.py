@@ -1,3 +1,4 @@
+import importlib.util
 import os
 import platform
 import subprocess
@@ -60,6 +61,10 @@ def _run(code, env):
 
 @pytest.mark.skipif(
     platform.machine().lower() not in ("x86_64", "amd64"), reason="oneDNN advice is for x86"
+)
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="runs Keras on TensorFlow, which a JAX or PyTorch install may lack",
 )
 def test_importing_keras_first_warns_when_tensorflow_runs_without_onednn():
     env = {k: v for k, v in os.environ.items() if k != ONEDNN_VARIABLE}
