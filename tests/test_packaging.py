@@ -13,6 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from unet_keras.datasets import isbi2012
 
@@ -37,15 +38,6 @@ def wheel(tmp_path_factory):
     return path
 
 
-def _requirement_names(lines):
-    names = set()
-    for line in lines:
-        line = line.split("#")[0].strip()
-        if line:
-            names.add(line.split(">")[0].split("=")[0].split(";")[0].strip().lower())
-    return names
-
-
 def test_wheel_holds_every_module_and_the_checksums(wheel):
     source = {
         path.relative_to(REPO).as_posix()
@@ -65,19 +57,21 @@ def test_wheel_metadata_matches_requirements_and_cli(wheel):
         entry_points = archive.read(info.replace("METADATA", "entry_points.txt")).decode()
     assert "unet-keras = unet_keras.cli:main" in entry_points
     assert "License-Expression: MIT" in metadata
-    base = _requirement_names(
-        line.removeprefix("Requires-Dist: ")
+    required = [
+        Requirement(line.removeprefix("Requires-Dist: "))
         for line in metadata
-        if line.startswith("Requires-Dist: ") and "extra ==" not in line
-    )
-    extras = _requirement_names(
-        line.removeprefix("Requires-Dist: ")
-        for line in metadata
-        if line.startswith("Requires-Dist: ") and 'extra == "tensorflow"' in line
-    )
+        if line.startswith("Requires-Dist: ")
+    ]
+    base = {r.name.lower() for r in required if r.marker is None}
+    extras = {
+        r.name.lower()
+        for r in required
+        if r.marker is not None and r.marker.evaluate({"extra": "tensorflow"})
+    }
     # requirements.txt is what `make` installs: the wheel's own dependencies plus
     # TensorFlow, the default backend, which the wheel leaves to an extra.
-    listed = _requirement_names((REPO / "requirements.txt").read_text().splitlines())
+    lines = (REPO / "requirements.txt").read_text().splitlines()
+    listed = {Requirement(line).name.lower() for line in lines if line.strip()[:1] not in ("", "#")}
     assert extras == {"tensorflow"}
     assert base | extras == listed
 
