@@ -41,9 +41,14 @@ test: lint test-tf test-torch
 # The backend-agnostic tests on JAX, in a virtualenv of its own without TensorFlow.
 # Not part of `make test`, which it would lengthen by about 6 minutes on 2 cores.
 JAX_VENV := .venv-jax
-test-jax:
+JAX_STAMP := $(JAX_VENV)/.installed
+
+$(JAX_STAMP): requirements.txt pyproject.toml
 	test -x $(JAX_VENV)/bin/python || $(PYTHON) -m venv $(JAX_VENV)
 	$(JAX_VENV)/bin/python -m pip install --quiet "jax[cpu]" -e ".[dev]"
+	touch $(JAX_STAMP)
+
+test-jax: $(JAX_STAMP)
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -ra -m backends
 
 # The main job: download ISBI 2012, train, predict and score into runs/$(RUN)/.
