@@ -63,17 +63,26 @@ def test_wheel_metadata_matches_requirements_and_cli(wheel):
         if line.startswith("Requires-Dist: ")
     ]
     base = {r.name.lower() for r in required if r.marker is None}
-    extras = {
-        r.name.lower()
-        for r in required
-        if r.marker is not None and r.marker.evaluate({"extra": "tensorflow"})
-    }
+
+    def extra(name):
+        return {
+            r.name.lower()
+            for r in required
+            if r.marker is not None and r.marker.evaluate({"extra": name})
+        }
+
     # requirements.txt is what `make` installs: the wheel's own dependencies plus
     # TensorFlow, the default backend, which the wheel leaves to an extra.
-    lines = (REPO / "requirements.txt").read_text().splitlines()
-    listed = {Requirement(line).name.lower() for line in lines if line.strip()[:1] not in ("", "#")}
-    assert extras == {"tensorflow"}
-    assert base | extras == listed
+    assert extra("tensorflow") == {"tensorflow"}
+    assert base | extra("tensorflow") == _listed("requirements.txt")
+    # The `dev` extra (what `make test-jax` installs) is requirements-dev.txt
+    # without PyTorch, the second backend of `make test`.
+    assert extra("dev") == _listed("requirements-dev.txt") - {"torch"}
+
+
+def _listed(requirements_file):
+    lines = (REPO / requirements_file).read_text().splitlines()
+    return {Requirement(line).name.lower() for line in lines if line.strip()[:1] not in ("", "#")}
 
 
 def test_wheel_imports_without_the_source_tree(wheel, tmp_path):
