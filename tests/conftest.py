@@ -29,7 +29,7 @@ def rng():
 def gap_and_specks():
     """Two cells split by a membrane (columns 31-32) whose rows 28-35 are faint
     (p = 0.5), and in each cell four closed rings around 4x4 specks that look
-    like interior (16 pixels each, below `min_marker_size`=20).
+    like interior (16 pixels each).
 
     No single threshold is right: below 0.5 the gap merges the cells, above it
     each speck is a segment of its own. The ground truth has only the membrane.

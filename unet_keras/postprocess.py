@@ -10,23 +10,26 @@ one-pixel boundaries. Two cells that touch through a faint gap keep apart as
 long as each holds its own seed.
 
 Seeds smaller than `min_marker_size` pixels are dropped: they are mostly
-specks inside a cell (vesicles, mitochondria) that would split it. The
-defaults come from a sweep of `marker_threshold` (0.05-0.5) and
-`min_marker_size` (0-100) on the saved predictions of five runs, on two
-training splits (held-out slices 25-29 and 0-4). A threshold of 0.1 with sizes
-of 20 or 50 raised both scores in all five; 20 had the best mean V_info on one
-split and 50 on the other, within 0.001. Other thresholds (0.05-0.5) did
-worse on slices 25-29 and gained at most 0.0007 in V_info on slices 0-4.
+specks inside a cell (vesicles, mitochondria) that would split it.
 
 A cell with two seeds, on either side of a mitochondrion or a fold that the
 network marks faintly, is cut in two by the flood. So neighbouring regions
 whose shared boundary has a mean membrane probability below
 `merge_threshold` are merged (lowest first, skimage's hierarchical merging of
 a region adjacency graph) and flooded again from the merged seeds. Real
-membranes are bright along most of their length and stay. The level 0.7 comes
-from a six-fold check over the whole training stack (nine runs, held-out
-slices 0-4, 5-9, ..., 25-29; levels 0.3-0.8): on the mean over the folds it
-beat both the unmerged watershed and the raw map (see the README).
+membranes are bright along most of their length and stay.
+
+The merging changes which seeds are best. Without it, a seed must not split
+a cell, so it may be generous; with it, a split is repaired, and the error
+left is a seed that leaks through a faint gap into the next cell, which
+nothing repairs. Hence strict seeds: interior below 0.05, at least 10
+pixels, merged below 0.7. (On held-out slices 20-24, seeds spanning two
+true cells fell from 22 to 14.) The three were chosen together on the saved maps
+of nine runs covering the whole training stack (six folds, held-out slices
+0-4, 5-9, ..., 25-29; marker thresholds 0.02-0.3, sizes 0-50, merge levels
+0.5-0.8), and checked by nested cross-validation: chosen on five folds and
+scored on the sixth, they beat the earlier marker threshold 0.1 with size 20
+(see the README).
 """
 
 import cv2
@@ -98,7 +101,9 @@ def _watershed(prob, marker_threshold, min_marker_size, merge_threshold):
     return labels
 
 
-def watershed_cells(membrane_prob, marker_threshold=0.1, min_marker_size=20, merge_threshold=0.7):
+def watershed_cells(
+    membrane_prob, marker_threshold=0.05, min_marker_size=10, merge_threshold=0.7
+):
     """Cell segmentation by a seeded watershed on membrane probabilities.
 
     Args:
@@ -130,7 +135,7 @@ def watershed_cells(membrane_prob, marker_threshold=0.1, min_marker_size=20, mer
 
 
 def watershed_membranes(
-    membrane_prob, marker_threshold=0.1, min_marker_size=20, merge_threshold=0.7
+    membrane_prob, marker_threshold=0.05, min_marker_size=10, merge_threshold=0.7
 ):
     """Membrane probabilities with the gaps between cells closed.
 
