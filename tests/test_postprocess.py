@@ -131,7 +131,8 @@ def test_strict_seeds_do_not_leak_through_near_invisible_gaps(isbi_data):
     raw = score_isbi(prob, mask)
     generous = score_isbi(watershed_membranes(prob, marker_threshold=0.1), mask)
     strict = score_isbi(watershed_membranes(prob), mask)
-    assert generous["v_rand"] < raw["v_rand"] + 0.01 < 0.97  # the leaks stay merged
+    assert raw["v_rand"] < 0.97  # the gaps merge cells at every threshold
+    assert generous["v_rand"] < raw["v_rand"] + 0.01  # ... and inside the generous seeds
     assert strict["v_rand"] > 0.99 and strict["v_info"] > 0.99
 
 

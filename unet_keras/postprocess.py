@@ -23,8 +23,8 @@ The merging changes which seeds are best. Without it, a seed must not split
 a cell, so it may be generous; with it, a split is repaired, and the error
 left is a seed that leaks through a faint gap into the next cell, which
 nothing repairs. Hence strict seeds: interior below 0.05, at least 10
-pixels, merged below 0.7. (On held-out slices 20-24, seeds spanning two
-true cells fell from 22 to 14.) The three were chosen together on the saved maps
+pixels, merged below 0.7 (on held-out slices 20-24, seeds spanning two true
+cells fell from 22 to 14). The three were chosen together on the saved maps
 of nine runs covering the whole training stack (six folds, held-out slices
 0-4, 5-9, ..., 25-29; marker thresholds 0.02-0.3, sizes 0-50, merge levels
 0.5-0.8), and checked by nested cross-validation: chosen on five folds and
