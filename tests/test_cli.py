@@ -11,6 +11,7 @@ import tifffile
 
 from unet_keras import build_unet
 from unet_keras.cli import main, make_parser
+from unet_keras.evaluate import score_isbi
 from unet_keras.postprocess import watershed_membranes
 
 
@@ -91,6 +92,31 @@ def test_watershed_option_of_predict_and_evaluate(tmp_path, tiny_model, capsys, 
                      "--labels", str(tmp_path / "labels.tif"), *extra]) == 0
         scores.append(json.loads(capsys.readouterr().out)["v_info"])
     assert scores[0] < 1.0 and scores[1] == pytest.approx(1.0)
+
+
+def test_watershed_parameters_reach_the_watershed(tmp_path, capsys, gap_and_specks):
+    """The parameters change the result as the Python call does; without
+    --watershed they are refused instead of silently ignored."""
+    prob, mask = gap_and_specks
+    tifffile.imwrite(tmp_path / "gap.tif", prob[None])
+    tifffile.imwrite(tmp_path / "labels.tif", (255 - 255 * mask)[None].astype(np.uint8))
+    evaluate = ["evaluate", "--prediction", str(tmp_path / "gap.tif"),
+                "--labels", str(tmp_path / "labels.tif")]
+    # Unmerged and keeping every seed, each speck is a cell of its own.
+    options = ["--merge-threshold", "0", "--min-marker-size", "0", "--marker-threshold", "0.05"]
+    capsys.readouterr()
+    assert main([*evaluate, "--watershed", *options]) == 0
+    v_info = json.loads(capsys.readouterr().out)["v_info"]
+    expected = score_isbi(
+        watershed_membranes(prob, marker_threshold=0.05, min_marker_size=0, merge_threshold=0),
+        mask,
+    )
+    assert v_info == pytest.approx(expected["v_info"]) and v_info < 0.99
+
+    assert main([*evaluate, "--merge-threshold", "0"]) == 2
+    assert "--merge-threshold given without --watershed" in capsys.readouterr().err
+    assert main([*evaluate, "--watershed", "--marker-threshold", "1.5"]) == 2
+    assert "marker_threshold" in capsys.readouterr().err
 
 
 def test_bad_input_gives_a_clear_error(tmp_path, tiny_model, capsys):

@@ -43,6 +43,43 @@ def _train(args):
     train(config, verbose=args.verbose)
 
 
+_WATERSHED_OPTIONS = ("marker_threshold", "min_marker_size", "merge_threshold")
+
+
+def _add_watershed_arguments(parser, help):
+    """`--watershed` and its parameters, with `watershed_membranes`'s defaults."""
+    import inspect
+
+    from unet_keras.postprocess import watershed_membranes
+
+    defaults = inspect.signature(watershed_membranes).parameters
+    parser.add_argument("--watershed", action="store_true", help=help)
+    group = parser.add_argument_group("watershed parameters (with --watershed)")
+    helps = {
+        "marker_threshold": ("P", "seeds: membrane probability below this"),
+        "min_marker_size": ("PIXELS", "seeds with fewer pixels are dropped"),
+        "merge_threshold": ("P", "merge cells whose shared boundary has a lower mean "
+                                 "probability; 0: off"),
+    }
+    for name, (metavar, text) in helps.items():
+        default = defaults[name].default
+        group.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
+                           metavar=metavar, help=f"{text} (default {default})")
+
+
+def _watershed_options(args):
+    """The watershed parameters given on the command line; refused without --watershed."""
+    given = {name: getattr(args, name) for name in _WATERSHED_OPTIONS
+             if getattr(args, name) is not None}
+    if given and not args.watershed:
+        options = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ValueError(
+            f"{options} given without --watershed: add --watershed to close the gaps "
+            "with these parameters."
+        )
+    return given
+
+
 def _download(args):
     from unet_keras.datasets import download_isbi2012
 
@@ -62,12 +99,13 @@ def _predict(args):
         model = fold_batch_norm(model)  # the same maps, computed faster
     except ValueError:  # not a functional model: predict with it as it is
         pass
+    watershed_options = _watershed_options(args)
     images = to_unit_range(read_stack(args.input))[..., None]
     membrane = predict_tiled(
         model, images, tile=args.tile, batch_size=args.batch_size, tta=args.tta
     )[..., 0]
     if args.watershed:
-        membrane = watershed_membranes(membrane)
+        membrane = watershed_membranes(membrane, **watershed_options)
     # The challenge expects the probability of cell interior, 1 - membrane.
     written = write_stack(args.output, 1.0 - membrane if args.isbi_submission else membrane)
     print(f"Wrote {written} ({len(membrane)} slices, "
@@ -81,11 +119,12 @@ def _evaluate(args):
     from unet_keras.evaluate import score_isbi
     from unet_keras.postprocess import watershed_membranes
 
+    watershed_options = _watershed_options(args)
     prob = read_stack(args.prediction).astype("float32")
     if args.isbi_submission:
         prob = 1.0 - prob
     if args.watershed:
-        prob = watershed_membranes(prob)
+        prob = watershed_membranes(prob, **watershed_options)
     labels = read_stack(args.labels)
     mask = membrane_mask_from_labels(labels, source=str(args.labels))
     scores = score_isbi(prob, mask)
@@ -128,8 +167,7 @@ def make_parser():
                    help="average over the 8 flips and rotations")
     p.add_argument("--isbi-submission", action="store_true",
                    help="write interior probabilities (1 - membrane), the challenge's convention")
-    p.add_argument("--watershed", action="store_true",
-                   help="close the gaps between cells with a seeded watershed")
+    _add_watershed_arguments(p, "close the gaps between cells with a seeded watershed")
     p.set_defaults(run=_predict)
 
     p = commands.add_parser("evaluate", help="ISBI 2012 scores (V_rand, V_info) of a prediction")
@@ -138,8 +176,7 @@ def make_parser():
                    help="folder or TIFF stack of labels (0 = membrane, 255 = interior)")
     p.add_argument("--isbi-submission", action="store_true",
                    help="the prediction holds interior probabilities (1 - membrane)")
-    p.add_argument("--watershed", action="store_true",
-                   help="score after closing the gaps with a seeded watershed")
+    _add_watershed_arguments(p, "score after closing the gaps with a seeded watershed")
     p.set_defaults(run=_evaluate)
     return parser
 
