@@ -117,6 +117,11 @@ def test_watershed_parameters_reach_the_watershed(tmp_path, capsys, gap_and_spec
     assert "--merge-threshold given without --watershed" in capsys.readouterr().err
     assert main([*evaluate, "--watershed", "--marker-threshold", "1.5"]) == 2
     assert "marker_threshold" in capsys.readouterr().err
+    # predict checks them before loading the model, not after a long prediction
+    assert main(["predict", "--model", str(tmp_path / "missing.keras"), "--input", ".",
+                 "--output", str(tmp_path / "p.tif"), "--watershed",
+                 "--min-marker-size", "-1"]) == 2
+    assert "min_marker_size" in capsys.readouterr().err
 
 
 def test_bad_input_gives_a_clear_error(tmp_path, tiny_model, capsys):

@@ -68,7 +68,12 @@ def _add_watershed_arguments(parser, help):
 
 
 def _watershed_options(args):
-    """The watershed parameters given on the command line; refused without --watershed."""
+    """The watershed parameters given on the command line, checked before any
+    slow work; refused without --watershed."""
+    import inspect
+
+    from unet_keras.postprocess import _check_parameters, watershed_membranes
+
     given = {name: getattr(args, name) for name in _WATERSHED_OPTIONS
              if getattr(args, name) is not None}
     if given and not args.watershed:
@@ -77,6 +82,8 @@ def _watershed_options(args):
             f"{options} given without --watershed: add --watershed to close the gaps "
             "with these parameters."
         )
+    defaults = inspect.signature(watershed_membranes).parameters
+    _check_parameters(**{**{name: defaults[name].default for name in _WATERSHED_OPTIONS}, **given})
     return given
 
 
@@ -94,12 +101,12 @@ def _predict(args):
     from unet_keras.plots import save_overlays
     from unet_keras.postprocess import watershed_membranes
 
+    watershed_options = _watershed_options(args)
     model = keras.models.load_model(args.model, compile=False)  # predicting only
     try:
         model = fold_batch_norm(model)  # the same maps, computed faster
     except ValueError:  # not a functional model: predict with it as it is
         pass
-    watershed_options = _watershed_options(args)
     images = to_unit_range(read_stack(args.input))[..., None]
     membrane = predict_tiled(
         model, images, tile=args.tile, batch_size=args.batch_size, tta=args.tta
