@@ -2,11 +2,21 @@
 
 import argparse
 import dataclasses
+import inspect
 import json
 import sys
 from pathlib import Path
 
 from unet_keras.io import membrane_mask_from_labels, read_stack, to_unit_range, write_stack
+from unet_keras.postprocess import _check_parameters, watershed_membranes
+
+# The options --marker-threshold, ... and their defaults, read from the function
+# so that the help text cannot drift from the code.
+_WATERSHED_DEFAULTS = {
+    name: parameter.default
+    for name, parameter in inspect.signature(watershed_membranes).parameters.items()
+    if name != "membrane_prob"
+}
 
 
 def _add_config_arguments(parser):
@@ -43,16 +53,8 @@ def _train(args):
     train(config, verbose=args.verbose)
 
 
-_WATERSHED_OPTIONS = ("marker_threshold", "min_marker_size", "merge_threshold")
-
-
 def _add_watershed_arguments(parser, help):
     """`--watershed` and its parameters, with `watershed_membranes`'s defaults."""
-    import inspect
-
-    from unet_keras.postprocess import watershed_membranes
-
-    defaults = inspect.signature(watershed_membranes).parameters
     parser.add_argument("--watershed", action="store_true", help=help)
     group = parser.add_argument_group("watershed parameters (with --watershed)")
     helps = {
@@ -62,7 +64,7 @@ def _add_watershed_arguments(parser, help):
                                  "probability; 0: off"),
     }
     for name, (metavar, text) in helps.items():
-        default = defaults[name].default
+        default = _WATERSHED_DEFAULTS[name]
         group.add_argument("--" + name.replace("_", "-"), type=type(default), default=None,
                            metavar=metavar, help=f"{text} (default {default})")
 
@@ -70,11 +72,7 @@ def _add_watershed_arguments(parser, help):
 def _watershed_options(args):
     """The watershed parameters given on the command line, checked before any
     slow work; refused without --watershed."""
-    import inspect
-
-    from unet_keras.postprocess import _check_parameters, watershed_membranes
-
-    given = {name: getattr(args, name) for name in _WATERSHED_OPTIONS
+    given = {name: getattr(args, name) for name in _WATERSHED_DEFAULTS
              if getattr(args, name) is not None}
     if given and not args.watershed:
         options = ", ".join("--" + name.replace("_", "-") for name in given)
@@ -82,8 +80,7 @@ def _watershed_options(args):
             f"{options} given without --watershed: add --watershed to close the gaps "
             "with these parameters."
         )
-    defaults = inspect.signature(watershed_membranes).parameters
-    _check_parameters(**{**{name: defaults[name].default for name in _WATERSHED_OPTIONS}, **given})
+    _check_parameters(**{**_WATERSHED_DEFAULTS, **given})
     return given
 
 
@@ -99,7 +96,6 @@ def _predict(args):
     from unet_keras.folding import fold_batch_norm
     from unet_keras.inference import predict_tiled
     from unet_keras.plots import save_overlays
-    from unet_keras.postprocess import watershed_membranes
 
     watershed_options = _watershed_options(args)
     model = keras.models.load_model(args.model, compile=False)  # predicting only
@@ -124,7 +120,6 @@ def _predict(args):
 
 def _evaluate(args):
     from unet_keras.evaluate import score_isbi
-    from unet_keras.postprocess import watershed_membranes
 
     watershed_options = _watershed_options(args)
     prob = read_stack(args.prediction).astype("float32")
