@@ -12,6 +12,7 @@ if not enable_onednn():  # before the imports below load Keras, and with it Tens
 from unet_keras.augment import Augmenter, elastic_deform, elastic_displacement, random_tile
 from unet_keras.backend_utils import detect_device
 from unet_keras.datasets import DownloadError, download_isbi2012, load_isbi2012, split_slices
+from unet_keras.errors import segmentation_errors
 from unet_keras.evaluate import rand_and_info_scores, score_isbi, thinned_segmentation
 from unet_keras.family import build_unet3plus, build_unet_plus_plus, prune_unet_plus_plus
 from unet_keras.folding import fold_batch_norm
@@ -73,6 +74,7 @@ __all__ = [
     "rand_and_info_scores",
     "random_tile",
     "score_isbi",
+    "segmentation_errors",
     "soft_cldice",
     "soft_dice",
     "soft_skeleton",

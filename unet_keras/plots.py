@@ -147,3 +147,77 @@ def show_images(panels, titles=None, cmap="gray", size=3.2):
         ax.axis("off")
     fig.tight_layout()
     return fig
+
+
+def _paint(image, labels, alpha=0.55):
+    """The image in gray with each non-zero label in a colour of its own."""
+    rgb = _gray_to_rgb(image).astype("float32")
+    colours = plt.get_cmap("tab10").colors
+    for k, label in enumerate(np.unique(labels[labels > 0])):
+        inside = labels == label
+        colour = np.array(colours[k % len(colours)], "float32") * 255
+        rgb[inside] = (1 - alpha) * rgb[inside] + alpha * colour
+    return rgb.astype("uint8")
+
+
+def _window_around_pieces(pieces, size, margin=16):
+    """A square window that shows the two largest pieces of an error whole:
+    where a small cell was joined to a large one, or a cell cut in two."""
+    labels, counts = np.unique(pieces[pieces > 0], return_counts=True)
+    rows, cols = np.nonzero(np.isin(pieces, labels[np.argsort(counts)[::-1][:2]]))
+    side = max(size, rows.max() - rows.min() + 2 * margin, cols.max() - cols.min() + 2 * margin)
+    starts = []
+    for low, high, length in ((rows.min(), rows.max(), pieces.shape[0]),
+                              (cols.min(), cols.max(), pieces.shape[1])):
+        start = (low + high) // 2 - side // 2
+        starts.append(int(np.clip(start, 0, max(length - side, 0))))
+    return slice(starts[0], starts[0] + side), slice(starts[1], starts[1] + side)
+
+
+def show_segment_errors(image, errors, kind="merges", count=3, size=128):
+    """The costliest merges or splits of a slice, one row each: the image, the
+    true cells involved and the predicted segments, each in its own colour.
+
+    Args:
+        image: The slice, (H, W) or (H, W, 1).
+        errors: `unet_keras.errors.segmentation_errors` of that slice.
+        kind: `"merges"` or `"splits"`.
+        count: How many errors to show, costliest first.
+        size: Side of the window around each error, in pixels.
+
+    Returns:
+        The matplotlib figure.
+    """
+    if kind not in ("merges", "splits"):
+        raise ValueError(f"`kind` must be 'merges' or 'splits', got {kind!r}.")
+    image = _as_2d(image, "image")
+    if image.shape != errors.labels.shape:
+        raise ValueError(
+            f"`image` {image.shape} is not the slice of `errors` {errors.labels.shape}."
+        )
+    chosen = getattr(errors, kind)[:count]
+    if not chosen:
+        fig, ax = plt.subplots(figsize=(4, 1))
+        ax.text(0.5, 0.5, f"No {kind} at threshold {errors.threshold:.1f}.", ha="center")
+        ax.axis("off")
+        return fig
+    fig, axes = plt.subplots(len(chosen), 3, figsize=(9.6, 3.7 * len(chosen)), squeeze=False)
+    for row, error in zip(axes, chosen):
+        if kind == "merges":  # one predicted segment over several true cells
+            own = errors.labels == error.label
+            truth, prediction = np.where(own, errors.true_labels, 0), own.astype(np.int32)
+        else:  # one true cell in several predicted segments
+            own = errors.true_labels == error.label
+            truth, prediction = own.astype(np.int32), np.where(own, errors.labels, 0)
+        window = _window_around_pieces(truth if kind == "merges" else prediction, size)
+        parts = ", ".join(str(p) for p in error.parts[:4])
+        centre = ", ".join(str(round(c)) for c in error.centroid)
+        about = (f"{kind[:-1]} at ({centre}): V_rand +{error.gain:.4f}\n"
+                 f"pieces of {parts} px")
+        panels = [_gray_to_rgb(image), _paint(image, truth), _paint(image, prediction)]
+        for ax, panel, title in zip(row, panels, [about, "true cells", "predicted segments"]):
+            ax.imshow(panel[window])
+            ax.set_title(title, fontsize=10)
+            ax.axis("off")
+    fig.tight_layout()
+    return fig

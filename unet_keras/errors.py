@@ -1,0 +1,196 @@
+"""Where a slice's V_rand is lost: the cells a segmentation merges or splits,
+and what each error costs.
+
+V_rand is one number per slice. With a few hundred cells a slice, a single
+merge of two large cells across a faint membrane can cost more than all the
+small errors together, and deciding what to change (the model, the
+post-processing, nothing) starts with seeing that merge. `segmentation_errors`
+segments a slice exactly as `score_isbi` does and lists:
+
+* merges: predicted segments that cover pixels of several true cells;
+* splits: true cells whose pixels fall into several predicted segments;
+
+each with its gain, the V_rand the slice would score if only that error were
+repaired. In the foreground-restricted Rand F-score of the ISBI scoring,
+
+    V_rand = 2 J / (S + T),  J = sum_ij p_ij^2,  S = sum_i s_i^2,  T = sum_j t_j^2
+
+(pixel counts, boundary pixels as singletons): repairing the merge of segment
+i cuts it along the true cells, which takes its wrongly joined pairs
+s_i^2 - sum_j p_ij^2 out of S; repairing the split of cell j joins its
+pieces, which adds its wrongly separated pairs to J and to S (exact when the
+pieces hold no other cell). The gains of several errors do not add up
+exactly, but they rank the errors.
+"""
+
+from typing import NamedTuple
+
+import numpy as np
+
+from unet_keras.evaluate import (
+    THRESHOLDS,
+    _ground_truth_segments,
+    _validate,
+    rand_and_info_scores,
+    thinned_segmentation,
+)
+
+
+class SegmentError(NamedTuple):
+    """One merge or split of a segmentation.
+
+    Attributes:
+        label: The predicted segment (a merge) or true cell (a split), as
+            labelled in `SegmentationErrors.labels` or `.true_labels`.
+        parts: Pixel counts of the pieces, largest first: the true cells a
+            merged segment covers, or the predicted segments a split cell falls
+            into (boundary pixels left out).
+        gain: How much the slice's V_rand would rise if only this error were
+            repaired.
+        centroid: (row, column) of the segment or cell.
+    """
+
+    label: int
+    parts: tuple
+    gain: float
+    centroid: tuple
+
+
+class SegmentationErrors(NamedTuple):
+    """The errors of one slice's segmentation, costliest first."""
+
+    v_rand: float
+    threshold: float
+    labels: np.ndarray  # predicted segments, 0 = boundary (as the ISBI scoring makes them)
+    true_labels: np.ndarray  # 4-connected ground-truth cells, 0 = membrane
+    merges: list
+    splits: list
+
+
+def _one_slice(array):
+    """(H, W, 1) as (H, W); anything else is left to `score_isbi`'s checks."""
+    array = np.asarray(array)
+    return array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array
+
+
+def _best_threshold(interior_prob, true_labels):
+    """The threshold of `THRESHOLDS` with the best V_rand on this slice."""
+    scores = [
+        rand_and_info_scores(thinned_segmentation(interior_prob > t), true_labels)["v_rand"]
+        for t in THRESHOLDS
+    ]
+    return THRESHOLDS[int(np.argmax(scores))]
+
+
+def _centroids(labels, ids):
+    rows, cols = np.indices(labels.shape)
+    flat = labels.ravel()
+    size = int(flat.max()) + 1
+    counts = np.maximum(np.bincount(flat, minlength=size), 1)
+    mean_row = np.bincount(flat, rows.ravel(), minlength=size) / counts
+    mean_col = np.bincount(flat, cols.ravel(), minlength=size) / counts
+    return {i: (float(mean_row[i]), float(mean_col[i])) for i in ids}
+
+
+def segmentation_errors(membrane_prob, membrane_mask, threshold=None, min_part_pixels=20):
+    """The merges and splits of one slice's segmentation, costliest first.
+
+    The slice is segmented as the ISBI scoring does it (`score_isbi`): the
+    interior is where `1 - membrane_prob > threshold`, its 4-connected
+    components are grown into the boundary, and only pixels that are interior
+    in the ground truth count.
+
+    Args:
+        membrane_prob: Membrane probabilities of one slice, `(H, W)` or
+            `(H, W, 1)`, in [0, 1].
+        membrane_mask: Its binary labels, 1 = membrane, 0 = cell interior.
+        threshold: Threshold of the interior probability; pass
+            `score_isbi(...)["v_rand_threshold"]` to see the errors the stack's
+            score counts. None takes the threshold of the official grid with
+            the best V_rand on this slice.
+        min_part_pixels: An error is listed when its second-largest piece has
+            at least this many pixels, so that a thinned boundary pixel or a
+            speck is not listed as an error of its own (its cost still counts
+            in V_rand and in the gains).
+
+    Returns:
+        A `SegmentationErrors` with the slice's `v_rand`, the `threshold`
+        used, the predicted `labels` and `true_labels` images, and the
+        `merges` and `splits` as lists of `SegmentError`, largest gain first.
+
+    Raises:
+        ValueError: For more than one slice, shapes that differ, probabilities
+            outside [0, 1], a mask that is not binary or has no interior, or a
+            threshold outside [0, 1].
+    """
+    prob, mask, _ = _validate(_one_slice(membrane_prob), _one_slice(membrane_mask), None)
+    if len(prob) != 1:
+        raise ValueError(
+            f"`segmentation_errors` takes one slice, got {len(prob)}: "
+            "pass `membrane_prob[i]` and `membrane_mask[i]`."
+        )
+    if threshold is not None and not 0 <= threshold <= 1:
+        raise ValueError(f"`threshold` must lie in [0, 1], got {threshold!r}.")
+    if int(min_part_pixels) < 1:
+        raise ValueError(f"`min_part_pixels` must be >= 1, got {min_part_pixels!r}.")
+    prob, mask = prob[0], mask[0]
+    counted = ~mask
+    if not counted.any():
+        raise ValueError("`membrane_mask` has no interior pixel: there is nothing to score.")
+    true_labels = _ground_truth_segments(mask)
+    if threshold is None:
+        threshold = _best_threshold(1.0 - prob, true_labels)
+    labels = thinned_segmentation((1.0 - prob) > threshold)
+
+    pred, true = labels[counted].astype(np.int64), true_labels[counted].astype(np.int64)
+    singleton = pred == 0
+    n_singletons = int(singleton.sum())
+    pairs, joint = np.unique(
+        np.stack([pred[~singleton], true[~singleton]]), axis=1, return_counts=True
+    )
+    joint = joint.astype(np.float64)
+    seg_size = np.bincount(pred[~singleton]).astype(np.float64)
+    cell_size = np.bincount(true).astype(np.float64)
+    j_sum = float(joint @ joint) + n_singletons
+    s_sum = float(seg_size @ seg_size) + n_singletons
+    t_sum = float(cell_size @ cell_size)
+    v_rand = 2.0 * j_sum / (s_sum + t_sum)
+
+    def listed(groups, gain):
+        errors = []
+        for label, parts in groups.items():
+            parts = np.sort(parts)[::-1]
+            if len(parts) >= 2 and parts[1] >= min_part_pixels:
+                sizes = tuple(int(p) for p in parts)
+                errors.append((int(label), sizes, float(gain(label, parts))))
+        return sorted(errors, key=lambda error: -error[2])
+
+    def merge_gain(label, parts):
+        wrong_pairs = seg_size[label] ** 2 - float(parts @ parts)
+        return 2.0 * j_sum / (s_sum - wrong_pairs + t_sum) - v_rand
+
+    singletons_of = np.bincount(true[singleton], minlength=cell_size.size)
+
+    def split_gain(label, parts):
+        wrong_pairs = cell_size[label] ** 2 - float(parts @ parts) - singletons_of[label]
+        return 2.0 * (j_sum + wrong_pairs) / (s_sum + wrong_pairs + t_sum) - v_rand
+
+    order = np.argsort(pairs[0], kind="stable")
+    by_segment = np.split(joint[order], np.flatnonzero(np.diff(pairs[0][order])) + 1)
+    segments = np.unique(pairs[0])
+    order = np.argsort(pairs[1], kind="stable")
+    by_cell = np.split(joint[order], np.flatnonzero(np.diff(pairs[1][order])) + 1)
+    cells = np.unique(pairs[1])
+
+    merges = listed(dict(zip(segments, by_segment)), merge_gain)
+    splits = listed(dict(zip(cells, by_cell)), split_gain)
+    merge_centres = _centroids(labels, [m[0] for m in merges])
+    split_centres = _centroids(true_labels, [s[0] for s in splits])
+    return SegmentationErrors(
+        v_rand=v_rand,
+        threshold=float(threshold),
+        labels=labels,
+        true_labels=true_labels,
+        merges=[SegmentError(*m, merge_centres[m[0]]) for m in merges],
+        splits=[SegmentError(*s, split_centres[s[0]]) for s in splits],
+    )
