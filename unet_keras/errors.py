@@ -92,6 +92,79 @@ def _centroids(labels, ids):
     return {i: (float(mean_row[i]), float(mean_col[i])) for i in ids}
 
 
+class _Table(NamedTuple):
+    """The contingency table of the counted pixels, and the sums of V_rand."""
+
+    pairs: np.ndarray  # (2, K): predicted segment and true cell of each non-empty entry
+    joint: np.ndarray  # (K,): its pixel count
+    segment_size: np.ndarray  # by predicted label, boundary pixels left out
+    cell_size: np.ndarray  # by true label
+    cell_singletons: np.ndarray  # boundary pixels (singletons) in each true cell
+    j_sum: float  # sum p_ij^2, singletons included
+    s_sum: float
+    t_sum: float
+
+    @property
+    def v_rand(self):
+        return 2.0 * self.j_sum / (self.s_sum + self.t_sum)
+
+    def merge_gain(self, label, parts):
+        """Cut segment `label` along the true cells: its wrong pairs leave S."""
+        wrong_pairs = self.segment_size[label] ** 2 - float(parts @ parts)
+        return 2.0 * self.j_sum / (self.s_sum - wrong_pairs + self.t_sum) - self.v_rand
+
+    def split_gain(self, label, parts):
+        """Join the pieces of cell `label`: its wrong pairs join J and S."""
+        wrong_pairs = (
+            self.cell_size[label] ** 2 - float(parts @ parts) - self.cell_singletons[label]
+        )
+        return (
+            2.0 * (self.j_sum + wrong_pairs) / (self.s_sum + wrong_pairs + self.t_sum)
+            - self.v_rand
+        )
+
+
+def _table(pred, true):
+    singleton = pred == 0
+    n_singletons = int(singleton.sum())
+    pairs, joint = np.unique(
+        np.stack([pred[~singleton], true[~singleton]]), axis=1, return_counts=True
+    )
+    joint = joint.astype(np.float64)
+    segment_size = np.bincount(pred[~singleton]).astype(np.float64)
+    cell_size = np.bincount(true).astype(np.float64)
+    return _Table(
+        pairs=pairs, joint=joint, segment_size=segment_size, cell_size=cell_size,
+        cell_singletons=np.bincount(true[singleton], minlength=cell_size.size),
+        j_sum=float(joint @ joint) + n_singletons,
+        s_sum=float(segment_size @ segment_size) + n_singletons,
+        t_sum=float(cell_size @ cell_size),
+    )
+
+
+def _pieces(keys, counts):
+    """{key: the counts of its pieces}, for keys that have any."""
+    if keys.size == 0:
+        return {}
+    order = np.argsort(keys, kind="stable")
+    starts = np.flatnonzero(np.diff(keys[order])) + 1
+    return dict(zip(keys[order][np.r_[0, starts]].tolist(), np.split(counts[order], starts)))
+
+
+def _listed(pieces, gain, label_image, min_part_pixels):
+    """The errors among `pieces` (two pieces of `min_part_pixels` or more),
+    costliest first, with the centroids of their labels in `label_image`."""
+    errors = []
+    for label, parts in pieces.items():
+        parts = np.sort(parts)[::-1]
+        if len(parts) >= 2 and parts[1] >= min_part_pixels:
+            sizes = tuple(int(p) for p in parts)
+            errors.append(SegmentError(label, sizes, float(gain(label, parts)), None))
+    errors.sort(key=lambda error: -error.gain)
+    centres = _centroids(label_image, [error.label for error in errors])
+    return [error._replace(centroid=centres[error.label]) for error in errors]
+
+
 def segmentation_errors(membrane_prob, membrane_mask, threshold=None, min_part_pixels=20):
     """The merges and splits of one slice's segmentation, costliest first.
 
@@ -143,54 +216,17 @@ def segmentation_errors(membrane_prob, membrane_mask, threshold=None, min_part_p
     labels = thinned_segmentation((1.0 - prob) > threshold)
 
     pred, true = labels[counted].astype(np.int64), true_labels[counted].astype(np.int64)
-    singleton = pred == 0
-    n_singletons = int(singleton.sum())
-    pairs, joint = np.unique(
-        np.stack([pred[~singleton], true[~singleton]]), axis=1, return_counts=True
-    )
-    joint = joint.astype(np.float64)
-    seg_size = np.bincount(pred[~singleton]).astype(np.float64)
-    cell_size = np.bincount(true).astype(np.float64)
-    j_sum = float(joint @ joint) + n_singletons
-    s_sum = float(seg_size @ seg_size) + n_singletons
-    t_sum = float(cell_size @ cell_size)
-    v_rand = 2.0 * j_sum / (s_sum + t_sum)
-
-    def listed(groups, gain):
-        errors = []
-        for label, parts in groups.items():
-            parts = np.sort(parts)[::-1]
-            if len(parts) >= 2 and parts[1] >= min_part_pixels:
-                sizes = tuple(int(p) for p in parts)
-                errors.append((int(label), sizes, float(gain(label, parts))))
-        return sorted(errors, key=lambda error: -error[2])
-
-    def merge_gain(label, parts):
-        wrong_pairs = seg_size[label] ** 2 - float(parts @ parts)
-        return 2.0 * j_sum / (s_sum - wrong_pairs + t_sum) - v_rand
-
-    singletons_of = np.bincount(true[singleton], minlength=cell_size.size)
-
-    def split_gain(label, parts):
-        wrong_pairs = cell_size[label] ** 2 - float(parts @ parts) - singletons_of[label]
-        return 2.0 * (j_sum + wrong_pairs) / (s_sum + wrong_pairs + t_sum) - v_rand
-
-    order = np.argsort(pairs[0], kind="stable")
-    by_segment = np.split(joint[order], np.flatnonzero(np.diff(pairs[0][order])) + 1)
-    segments = np.unique(pairs[0])
-    order = np.argsort(pairs[1], kind="stable")
-    by_cell = np.split(joint[order], np.flatnonzero(np.diff(pairs[1][order])) + 1)
-    cells = np.unique(pairs[1])
-
-    merges = listed(dict(zip(segments, by_segment)), merge_gain)
-    splits = listed(dict(zip(cells, by_cell)), split_gain)
-    merge_centres = _centroids(labels, [m[0] for m in merges])
-    split_centres = _centroids(true_labels, [s[0] for s in splits])
+    table = _table(pred, true)
     return SegmentationErrors(
-        v_rand=v_rand,
+        v_rand=table.v_rand,
         threshold=float(threshold),
         labels=labels,
         true_labels=true_labels,
-        merges=[SegmentError(*m, merge_centres[m[0]]) for m in merges],
-        splits=[SegmentError(*s, split_centres[s[0]]) for s in splits],
+        merges=_listed(
+            _pieces(table.pairs[0], table.joint), table.merge_gain, labels, min_part_pixels
+        ),
+        splits=_listed(
+            _pieces(table.pairs[1], table.joint), table.split_gain, true_labels,
+            min_part_pixels,
+        ),
     )
