@@ -142,3 +142,30 @@ def test_bad_input_gives_a_clear_error(tmp_path, tiny_model, capsys):
     assert main(["evaluate", "--prediction", str(tmp_path / "pred.tif"),
                  "--labels", str(tmp_path / "labels.tif")]) == 2
     assert "found the values 128" in capsys.readouterr().err
+
+
+def test_evaluate_lists_the_costliest_errors(tmp_path, capsys, gap_and_specks):
+    """A membrane with a hole merges the two cells at every threshold: that
+    merge is the slice's costliest error, and repairing it gives the score
+    that only the specks cost."""
+    prob, mask = gap_and_specks
+    prob = prob.copy()
+    prob[28:36, 31:33] = 0.02  # the faint gap becomes a hole
+    tifffile.imwrite(tmp_path / "hole.tif", np.stack([prob, np.where(mask, 0.95, 0.02)]))
+    tifffile.imwrite(tmp_path / "labels.tif", np.stack([255 - 255 * mask] * 2).astype(np.uint8))
+    evaluate = ["evaluate", "--prediction", str(tmp_path / "hole.tif"),
+                "--labels", str(tmp_path / "labels.tif")]
+    capsys.readouterr()
+    assert main([*evaluate, "--errors", "2"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    errors = scores["costliest_errors"]
+    assert [e["slice"] for e in errors] == [0]  # the second slice is right
+    (merge,) = errors
+    assert merge["kind"] == "merge" and merge["pieces"] == [31 * 64, 31 * 64]
+    assert merge["v_rand_if_repaired"] > scores["v_rand_per_slice"][0] + 0.3
+    assert abs(merge["centroid"][1] - 31.5) < 2  # between the two cells
+
+    assert main(evaluate) == 0
+    assert "costliest_errors" not in json.loads(capsys.readouterr().out)
+    assert main([*evaluate, "--errors", "0"]) == 2
+    assert "--errors must be at least 1" in capsys.readouterr().err

@@ -118,9 +118,42 @@ def _predict(args):
         print(f"Wrote overlays to {args.overlays}/")
 
 
+def _costliest_errors(prob, mask, threshold, count):
+    """Each slice's `count` costliest merges and splits, one dict each."""
+    from unet_keras.errors import segmentation_errors
+
+    rows = []
+    for index, (slice_prob, slice_mask) in enumerate(zip(prob, mask)):
+        errors = segmentation_errors(slice_prob, slice_mask, threshold=threshold)
+        found = [("merge", e) for e in errors.merges] + [("split", e) for e in errors.splits]
+        for kind, error in sorted(found, key=lambda item: -item[1].gain)[:count]:
+            rows.append({
+                "slice": index, "kind": kind,
+                "centroid": [round(c) for c in error.centroid],
+                "pieces": list(error.parts[:4]),
+                "v_rand_if_repaired": round(errors.v_rand + error.gain, 4),
+            })
+    return rows
+
+
+def _print_json(scores):
+    """JSON with each per-slice list on one line (30 slices stay readable), and
+    a list of dicts one dict a line."""
+    fields = []
+    for key, value in scores.items():
+        if value and isinstance(value, list) and isinstance(value[0], dict):
+            rows = ",\n".join(f"    {json.dumps(row)}" for row in value)
+            fields.append(f"  {json.dumps(key)}: [\n{rows}\n  ]")
+        else:
+            fields.append(f"  {json.dumps(key)}: {json.dumps(value)}")
+    print("{\n" + ",\n".join(fields) + "\n}")
+
+
 def _evaluate(args):
     from unet_keras.evaluate import score_isbi
 
+    if args.errors is not None and args.errors < 1:
+        raise ValueError(f"--errors must be at least 1, got {args.errors}.")
     watershed_options = _watershed_options(args)
     prob = read_stack(args.prediction).astype("float32")
     if args.isbi_submission:
@@ -132,9 +165,11 @@ def _evaluate(args):
     scores = score_isbi(prob, mask)
     for curve in ("thresholds", "v_rand_curve", "v_info_curve"):
         del scores[curve]
-    # JSON with each per-slice list on one line: 30 slices stay readable.
-    fields = (f"  {json.dumps(key)}: {json.dumps(value)}" for key, value in scores.items())
-    print("{\n" + ",\n".join(fields) + "\n}")
+    if args.errors:
+        scores["costliest_errors"] = _costliest_errors(
+            prob, mask, scores["v_rand_threshold"], args.errors
+        )
+    _print_json(scores)
 
 
 def make_parser():
@@ -178,6 +213,9 @@ def make_parser():
                    help="folder or TIFF stack of labels (0 = membrane, 255 = interior)")
     p.add_argument("--isbi-submission", action="store_true",
                    help="the prediction holds interior probabilities (1 - membrane)")
+    p.add_argument("--errors", type=int, default=None, metavar="K",
+                   help="also list each slice's K costliest merges and splits at the best "
+                        "V_rand threshold, with the V_rand that repairing each would give")
     _add_watershed_arguments(p, "score after closing the gaps with a seeded watershed")
     p.set_defaults(run=_evaluate)
     return parser
