@@ -30,7 +30,20 @@ from unet_keras.model import build_unet  # noqa: E402
 
 
 def matmul_rate(n=2048, repeats=5):
-    """Best float32 FLOP/s of np.matmul on n x n matrices."""
+    """Best float32 FLOP/s of np.matmul on n x n matrices.
+
+    Warns when OPENBLAS_CORETYPE pins OpenBLAS to a named core's kernels:
+    some machines set it because old OpenBLAS builds misbehave on their CPU,
+    and on a newer CPU it can halve the rate (Haswell's AVX2 kernels on an
+    AVX-512 CPU: 268 against 497 GFLOP/s), which puts the floor too low.
+    """
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    if coretype:
+        print(
+            f"Note: OPENBLAS_CORETYPE={coretype} pins NumPy's matmul to that core's kernels; "
+            "the floor may be too low. For this CPU's own rate run the benchmark with "
+            "`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`."
+        )
     rng = np.random.default_rng(0)
     a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
     np.matmul(a, b)  # warm-up

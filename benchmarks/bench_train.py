@@ -1,6 +1,7 @@
 """Training throughput of the default CPU and GPU configurations.
 
-    python benchmarks/bench_train.py [--steps 10] [--preset cpu|gpu|both] [--onednn-ratio]
+    python benchmarks/bench_train.py [--steps 10] [--preset cpu|gpu|both]
+        [--onednn-ratio] [--precision-ratio]
 
 For each configuration it builds the model exactly as `train` does, feeds it
 real augmented ISBI 2012 tiles from `TileDataset` (data from
@@ -13,6 +14,11 @@ weights) next to NumPy's float32 matmul rate on the same machine.
 TensorFlow's oneDNN kernels off and on (TF_ENABLE_ONEDNN_OPTS=0/1, which
 must be set before TensorFlow loads), and prints the speed-up that
 `unet_keras.tensorflow_env.enable_onednn` buys on this CPU.
+
+`--precision-ratio` times the CPU preset in float32 and in `mixed_bfloat16`
+and prints the speed-up. On CPUs with bfloat16 instructions (AVX512_BF16,
+AMX) oneDNN computes the convolutions in bfloat16; elsewhere it emulates
+them, and the ratio falls below 1.
 """
 
 import argparse
@@ -56,6 +62,26 @@ def measure(config, images, masks, steps):
     return seconds, flops
 
 
+def report(name, config, seconds, flops, rate):
+    tiles = config.batch_size / seconds
+    print(
+        f"{name}: filters {config.filters}, tile {config.tile_size}, batch "
+        f"{config.batch_size}: {seconds:.3f} s/step, {tiles:.2f} tiles/s, "
+        f"{flops / seconds / 1e9:.0f} GFLOP/s ({flops / seconds / rate:.2f}x NumPy matmul)"
+    )
+
+
+def precision_ratio(images, masks, steps, rate):
+    """Seconds per step of the CPU preset in float32 and in mixed_bfloat16."""
+    seconds = {}
+    for precision in ("float32", "mixed_bfloat16"):
+        config = TrainConfig(mixed_precision=precision)
+        seconds[precision], flops = measure(config, images, masks, steps)
+        report(f"cpu, {precision}", config, seconds[precision], flops, rate)
+    speed_up = seconds["float32"] / seconds["mixed_bfloat16"]
+    print(f"mixed_bfloat16 speed-up on this CPU: {speed_up:.2f}x")
+
+
 def onednn_ratio(preset, steps):
     """Seconds per step with oneDNN off and on, each in a fresh process."""
     seconds = {}
@@ -77,6 +103,10 @@ def main():
         "--onednn-ratio", action="store_true",
         help="compare TensorFlow with oneDNN off and on (CPU preset only)",
     )
+    parser.add_argument(
+        "--precision-ratio", action="store_true",
+        help="compare float32 with mixed_bfloat16 training (CPU preset only)",
+    )
     args = parser.parse_args()
     if args.onednn_ratio:
         onednn_ratio("cpu", args.steps)
@@ -85,17 +115,15 @@ def main():
     images, masks = load_isbi2012(download_isbi2012(progress=False))
     rate = matmul_rate()
     print(f"Device: {detect_device()}; NumPy float32 matmul: {rate / 1e9:.0f} GFLOP/s")
+    if args.precision_ratio:
+        precision_ratio(images[:25], masks[:25], args.steps, rate)
+        return
     presets = {"cpu": TrainConfig(), "gpu": TrainConfig.for_gpu()}
     for name, config in presets.items():
         if args.preset not in (name, "both"):
             continue
         seconds, flops = measure(config, images[:25], masks[:25], args.steps)
-        tiles = config.batch_size / seconds
-        print(
-            f"{name}: filters {config.filters}, tile {config.tile_size}, batch "
-            f"{config.batch_size}: {seconds:.3f} s/step, {tiles:.2f} tiles/s, "
-            f"{flops / seconds / 1e9:.0f} GFLOP/s ({flops / seconds / rate:.2f}x NumPy matmul)"
-        )
+        report(name, config, seconds, flops, rate)
 
 
 if __name__ == "__main__":

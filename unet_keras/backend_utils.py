@@ -78,7 +78,12 @@ def choose_precision(requested, device):
     Returns:
         The policy name for `keras.mixed_precision.set_dtype_policy`. `"auto"`
         gives `mixed_bfloat16` on GPUs that support it, `mixed_float16` on
-        other GPUs, and float32 on the CPU, where mixed precision is slower.
+        other GPUs, and float32 on the CPU. Most CPUs emulate 16-bit floats
+        and train slower with them; CPUs with bfloat16 instructions
+        (AVX512_BF16, AMX) train 1.2-1.4x faster with `mixed_bfloat16` on
+        TensorFlow (`benchmarks/bench_train.py --precision-ratio`), which
+        must be asked for by name, so that "auto" gives the same numbers on
+        every CPU.
     """
     choices = ("auto", "off", "float32", "mixed_float16", "mixed_bfloat16")
     if requested not in choices:
