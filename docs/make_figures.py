@@ -3,7 +3,9 @@
     python docs/make_figures.py runs/default
 
 writes docs/segmentation.png (input, ground truth, prediction overlay and error
-map of a held-out slice) and docs/curves.png (the run's training curves).
+map of a held-out slice), docs/curves.png (the run's training curves) and
+docs/merges.png (the two costliest merges of the held-out slice with the lowest
+V_rand after the watershed, at the stack's best threshold).
 """
 
 import sys
@@ -15,10 +17,18 @@ matplotlib.use("Agg")
 
 import json  # noqa: E402
 
+import numpy as np  # noqa: E402
 import tifffile  # noqa: E402
 
 from unet_keras.datasets import load_isbi2012  # noqa: E402
-from unet_keras.plots import error_map, overlay, plot_history, show_images  # noqa: E402
+from unet_keras.errors import segmentation_errors  # noqa: E402
+from unet_keras.plots import (  # noqa: E402
+    error_map,
+    overlay,
+    plot_history,
+    show_images,
+    show_segment_errors,
+)
 
 DOCS = Path(__file__).resolve().parent
 
@@ -41,7 +51,18 @@ def main(run_dir):
     )
     figure.savefig(DOCS / "segmentation.png", dpi=90)
     plot_history(run_dir / "history.csv", DOCS / "curves.png", title=f"Run {config['name']}")
-    print(f"Wrote {DOCS / 'segmentation.png'} and {DOCS / 'curves.png'}")
+
+    scores = metrics["val_watershed"]
+    worst = int(np.argmin(scores["v_rand_per_slice"]))
+    closed = tifffile.imread(run_dir / "predictions" / "val_watershed.tif")
+    errors = segmentation_errors(
+        closed[worst], masks[val_slices[worst]], threshold=scores["v_rand_threshold"]
+    )
+    figure = show_segment_errors(images[val_slices[worst]], errors, count=2)
+    figure.suptitle(f"held-out slice {val_slices[worst]}: V_rand {errors.v_rand:.4f} "
+                    "with the watershed", y=1.0)
+    figure.savefig(DOCS / "merges.png", dpi=80, bbox_inches="tight")
+    print(f"Wrote {DOCS / 'segmentation.png'}, {DOCS / 'curves.png'} and {DOCS / 'merges.png'}")
 
 
 if __name__ == "__main__":
