@@ -73,6 +73,7 @@ def test_one_opened_membrane_is_the_one_merge_and_its_gain_is_the_whole_loss(rea
     assert errors.v_rand < 0.99  # one merge of two large cells
     assert len(errors.merges) == 1 and errors.splits == []
     merge = errors.merges[0]
+    assert merge.kind == "merge"
     assert merge.parts == tuple(sorted((int(sizes[a]), int(sizes[b])), reverse=True))
     assert merge.gain == pytest.approx(1.0 - errors.v_rand)
     row, col = merge.centroid  # the merged segment's centre, between the two cells
@@ -113,6 +114,7 @@ def test_split_gains_are_the_scores_of_the_repaired_segmentation(real_mask):
     assert len(errors.splits) == 10
     true_ids = {int(errors.true_labels[cells == c][0]) for c in cut}
     assert {split.label for split in errors.splits} == true_ids
+    assert {split.kind for split in errors.splits} == {"split"}
     for split in errors.splits:  # join the pieces of the cell
         repaired = errors.labels.copy()
         repaired[errors.true_labels == split.label] = errors.labels.max() + 1
@@ -128,9 +130,14 @@ def test_the_slice_is_segmented_as_score_isbi_does(real_mask, rng):
     best = segmentation_errors(prob, real_mask)  # the slice's best threshold of the grid
     assert best.threshold in THRESHOLDS
     assert best.v_rand == pytest.approx(scores["v_rand"])
-    at = segmentation_errors(prob[..., None], real_mask, threshold=0.3)
-    assert at.v_rand == pytest.approx(score_isbi(prob, real_mask, thresholds=[0.3])["v_rand"])
-    assert at.merges or at.splits  # noise gives both kinds of errors
+    at = segmentation_errors(prob[..., None], real_mask, threshold=0.5)
+    assert at.v_rand == pytest.approx(score_isbi(prob, real_mask, thresholds=[0.5])["v_rand"])
+    assert at.merges and at.splits  # here the noise both joins and cuts cells
+    everything = at.costliest()
+    assert len(everything) == len(at.merges) + len(at.splits)
+    assert [e.gain for e in everything] == sorted((e.gain for e in everything), reverse=True)
+    assert at.costliest(2) == everything[:2]
+    assert {e.kind for e in everything} == {"merge", "split"}
 
 
 @pytest.mark.parametrize(

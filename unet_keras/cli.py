@@ -125,10 +125,9 @@ def _costliest_errors(prob, mask, threshold, count):
     rows = []
     for index, (slice_prob, slice_mask) in enumerate(zip(prob, mask)):
         errors = segmentation_errors(slice_prob, slice_mask, threshold=threshold)
-        found = [("merge", e) for e in errors.merges] + [("split", e) for e in errors.splits]
-        for kind, error in sorted(found, key=lambda item: -item[1].gain)[:count]:
+        for error in errors.costliest(count):
             rows.append({
-                "slice": index, "kind": kind,
+                "slice": index, "kind": error.kind,
                 "centroid": [round(c) for c in error.centroid],
                 "pieces": list(error.parts[:4]),
                 "v_rand_if_repaired": round(errors.v_rand + error.gain, 4),

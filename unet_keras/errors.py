@@ -40,6 +40,7 @@ class SegmentError(NamedTuple):
     """One merge or split of a segmentation.
 
     Attributes:
+        kind: `"merge"` or `"split"`.
         label: The predicted segment (a merge) or true cell (a split), as
             labelled in `SegmentationErrors.labels` or `.true_labels`.
         parts: Pixel counts of the pieces, largest first: the true cells a
@@ -50,6 +51,7 @@ class SegmentError(NamedTuple):
         centroid: (row, column) of the segment or cell.
     """
 
+    kind: str
     label: int
     parts: tuple
     gain: float
@@ -65,6 +67,10 @@ class SegmentationErrors(NamedTuple):
     true_labels: np.ndarray  # 4-connected ground-truth cells, 0 = membrane
     merges: list
     splits: list
+
+    def costliest(self, count=None):
+        """Merges and splits together, largest gain first (the first `count`)."""
+        return sorted(self.merges + self.splits, key=lambda error: -error.gain)[:count]
 
 
 def _one_slice(array):
@@ -151,7 +157,7 @@ def _pieces(keys, counts):
     return dict(zip(keys[order][np.r_[0, starts]].tolist(), np.split(counts[order], starts)))
 
 
-def _listed(pieces, gain, label_image, min_part_pixels):
+def _listed(kind, pieces, gain, label_image, min_part_pixels):
     """The errors among `pieces` (two pieces of `min_part_pixels` or more),
     costliest first, with the centroids of their labels in `label_image`."""
     errors = []
@@ -159,7 +165,7 @@ def _listed(pieces, gain, label_image, min_part_pixels):
         parts = np.sort(parts)[::-1]
         if len(parts) >= 2 and parts[1] >= min_part_pixels:
             sizes = tuple(int(p) for p in parts)
-            errors.append(SegmentError(label, sizes, float(gain(label, parts)), None))
+            errors.append(SegmentError(kind, label, sizes, float(gain(label, parts)), None))
     errors.sort(key=lambda error: -error.gain)
     centres = _centroids(label_image, [error.label for error in errors])
     return [error._replace(centroid=centres[error.label]) for error in errors]
@@ -223,10 +229,11 @@ def segmentation_errors(membrane_prob, membrane_mask, threshold=None, min_part_p
         labels=labels,
         true_labels=true_labels,
         merges=_listed(
-            _pieces(table.pairs[0], table.joint), table.merge_gain, labels, min_part_pixels
+            "merge", _pieces(table.pairs[0], table.joint), table.merge_gain, labels,
+            min_part_pixels,
         ),
         splits=_listed(
-            _pieces(table.pairs[1], table.joint), table.split_gain, true_labels,
+            "split", _pieces(table.pairs[1], table.joint), table.split_gain, true_labels,
             min_part_pixels,
         ),
     )

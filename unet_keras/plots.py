@@ -212,7 +212,7 @@ def show_segment_errors(image, errors, kind="merges", count=3, size=128):
         window = _window_around_pieces(truth if kind == "merges" else prediction, size)
         parts = ", ".join(str(p) for p in error.parts[:4])
         centre = ", ".join(str(round(c)) for c in error.centroid)
-        about = (f"{kind[:-1]} at ({centre}): V_rand +{error.gain:.4f}\n"
+        about = (f"{error.kind} at ({centre}): V_rand +{error.gain:.4f}\n"
                  f"pieces of {parts} px")
         panels = [_gray_to_rgb(image), _paint(image, truth), _paint(image, prediction)]
         for ax, panel, title in zip(row, panels, [about, "true cells", "predicted segments"]):
