@@ -26,12 +26,12 @@ exactly, but they rank the errors.
 from typing import NamedTuple
 
 import numpy as np
+from scipy import ndimage
 
 from unet_keras.evaluate import (
-    THRESHOLDS,
     _ground_truth_segments,
     _validate,
-    rand_and_info_scores,
+    score_isbi,
     thinned_segmentation,
 )
 
@@ -77,25 +77,6 @@ def _one_slice(array):
     """(H, W, 1) as (H, W); anything else is left to `score_isbi`'s checks."""
     array = np.asarray(array)
     return array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array
-
-
-def _best_threshold(interior_prob, true_labels):
-    """The threshold of `THRESHOLDS` with the best V_rand on this slice."""
-    scores = [
-        rand_and_info_scores(thinned_segmentation(interior_prob > t), true_labels)["v_rand"]
-        for t in THRESHOLDS
-    ]
-    return THRESHOLDS[int(np.argmax(scores))]
-
-
-def _centroids(labels, ids):
-    rows, cols = np.indices(labels.shape)
-    flat = labels.ravel()
-    size = int(flat.max()) + 1
-    counts = np.maximum(np.bincount(flat, minlength=size), 1)
-    mean_row = np.bincount(flat, rows.ravel(), minlength=size) / counts
-    mean_col = np.bincount(flat, cols.ravel(), minlength=size) / counts
-    return {i: (float(mean_row[i]), float(mean_col[i])) for i in ids}
 
 
 class _Table(NamedTuple):
@@ -160,15 +141,17 @@ def _pieces(keys, counts):
 def _listed(kind, pieces, gain, label_image, min_part_pixels):
     """The errors among `pieces` (two pieces of `min_part_pixels` or more),
     costliest first, with the centroids of their labels in `label_image`."""
-    errors = []
+    found = []
     for label, parts in pieces.items():
         parts = np.sort(parts)[::-1]
         if len(parts) >= 2 and parts[1] >= min_part_pixels:
-            sizes = tuple(int(p) for p in parts)
-            errors.append(SegmentError(kind, label, sizes, float(gain(label, parts)), None))
-    errors.sort(key=lambda error: -error.gain)
-    centres = _centroids(label_image, [error.label for error in errors])
-    return [error._replace(centroid=centres[error.label]) for error in errors]
+            found.append((label, tuple(int(p) for p in parts), float(gain(label, parts))))
+    found.sort(key=lambda error: -error[2])
+    centres = ndimage.center_of_mass(label_image > 0, label_image, [f[0] for f in found])
+    return [
+        SegmentError(kind, label, parts, gain, tuple(float(c) for c in centre))
+        for (label, parts, gain), centre in zip(found, centres)
+    ]
 
 
 def segmentation_errors(membrane_prob, membrane_mask, threshold=None, min_part_pixels=20):
@@ -217,8 +200,8 @@ def segmentation_errors(membrane_prob, membrane_mask, threshold=None, min_part_p
     if not counted.any():
         raise ValueError("`membrane_mask` has no interior pixel: there is nothing to score.")
     true_labels = _ground_truth_segments(mask)
-    if threshold is None:
-        threshold = _best_threshold(1.0 - prob, true_labels)
+    if threshold is None:  # the slice's own best, as score_isbi finds the stack's
+        threshold = score_isbi(prob, mask)["v_rand_threshold"]
     labels = thinned_segmentation((1.0 - prob) > threshold)
 
     pred, true = labels[counted].astype(np.int64), true_labels[counted].astype(np.int64)
