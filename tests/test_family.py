@@ -3,7 +3,12 @@ import numpy as np
 import pytest
 from keras import ops
 
-from unet_keras.family import build_unet3plus, build_unet_plus_plus, prune_unet_plus_plus
+from unet_keras.family import (
+    build_unet3plus,
+    build_unet_plus_plus,
+    prediction_network,
+    prune_unet_plus_plus,
+)
 from unet_keras.losses import BCEDiceLoss
 from unet_keras.model import build_unet, count_conv_layers
 
@@ -271,3 +276,29 @@ def test_trains_with_a_loss_per_output(variant):
     # Keras adds up the outputs' losses.
     total = sum(history.history[f"{name}_loss"][0] for name in names)
     assert history.history["loss"][0] == pytest.approx(total, rel=1e-4)
+
+
+@pytest.mark.parametrize("variant, output", [("unet++", "x0_2"), ("unet3+", "de1")])
+def test_prediction_network_keeps_the_full_networks_output(variant, output):
+    model = _tiny(variant)
+    network = prediction_network(model)
+    assert network.output_names == [output] and len(network.outputs) == 1
+    x = _images(2)
+    index = model.output_names.index(output)
+    np.testing.assert_array_equal(_predict(network, x)[0], _predict(model, x)[index])
+    assert network.get_layer(network.layers[1].name) is model.get_layer(network.layers[1].name)
+
+
+def test_prediction_network_of_a_single_output_model_is_the_model():
+    unet = build_unet((SIZE, SIZE, 1), depth=2, filters=2)
+    assert prediction_network(unet) is unet
+    plain = build_unet_plus_plus((SIZE, SIZE, 1), depth=2, filters=2, deep_supervision=False)
+    assert prediction_network(plain) is plain
+
+
+def test_prediction_network_refuses_an_unknown_multi_output_model():
+    inputs = keras.Input((SIZE, SIZE, 1))
+    a = keras.layers.Conv2D(1, 1, name="a")(inputs)
+    b = keras.layers.Conv2D(1, 1, name="b")(inputs)
+    with pytest.raises(ValueError, match="get_layer"):
+        prediction_network(keras.Model(inputs, [a, b]))

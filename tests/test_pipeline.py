@@ -8,7 +8,7 @@ import pytest
 
 from unet_keras.losses import WeightedCrossEntropy
 from unet_keras.model import build_unet, valid_output_size
-from unet_keras.pipeline import TileDataset
+from unet_keras.pipeline import PerOutputDataset, TileDataset
 from unet_keras.weights import border_weight_maps
 
 
@@ -133,3 +133,22 @@ def test_fit_with_weight_maps(data, padding):
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss=WeightedCrossEntropy())
     history = model.fit(ds, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
+
+
+def test_per_output_dataset_repeats_the_target_and_weight(data):
+    images, masks, weights = data
+    ds = TileDataset(images, masks, weights, tile_size=32, batch_size=2, steps=3, seed=4)
+    reference = TileDataset(images, masks, weights, tile_size=32, batch_size=2, steps=3, seed=4)
+    wrapped = PerOutputDataset(ds, ["x0_1", "x0_2"])
+    assert len(wrapped) == 3 and wrapped.workers == ds.workers
+    x, y, w = wrapped[1]
+    rx, ry, rw = reference[1]
+    np.testing.assert_array_equal(x, rx)
+    assert list(y) == list(w) == ["x0_1", "x0_2"]
+    for name in y:
+        np.testing.assert_array_equal(y[name], ry)
+        np.testing.assert_array_equal(w[name], rw)
+    wrapped.on_epoch_end()  # reaches the tiles: epoch 1 draws other tiles
+    assert ds.epoch == 1 and not np.array_equal(wrapped[1][0], rx)
+    with pytest.raises(ValueError, match="output"):
+        PerOutputDataset(ds, [])

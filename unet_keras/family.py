@@ -314,3 +314,42 @@ def build_unet3plus(
         for i in supervised
     ]
     return keras.Model(inputs, outputs if deep_supervision else outputs[0], name=name)
+
+
+# ---------------------------------------------------------------------------
+# Prediction
+# ---------------------------------------------------------------------------
+def prediction_network(model):
+    """The single-output network that predicts with a (deeply supervised) model.
+
+    Deep supervision gives a model one output per supervised node, but
+    `predict_tiled` and the scores want one probability map. This keeps the
+    full network's own output and drops the side outputs, sharing the weights:
+
+    * a U-Net++ is pruned to its deepest output, `X^{0,depth}`;
+    * a UNet 3+ keeps `"de1"`, its full-resolution decoder output;
+    * a model with one output is returned as it is.
+
+    Args:
+        model: A model from `build_unet`, `build_unet_plus_plus` or
+            `build_unet3plus` (or loaded from its `.keras` file).
+
+    Returns:
+        A `keras.Model` with one output.
+
+    Raises:
+        ValueError: For a model with several outputs that is neither a U-Net++
+            nor a UNet 3+: say which output to keep with
+            `keras.Model(model.input, model.get_layer(name).output)`.
+    """
+    if len(model.outputs) == 1:
+        return model
+    depth = _unet_plus_plus_depth(model)
+    if depth is not None:
+        return prune_unet_plus_plus(model, depth)
+    if "de1" in model.output_names:
+        return keras.Model(model.input, model.get_layer("de1").output, name=f"{model.name}_de1")
+    raise ValueError(
+        f"Cannot tell which of the outputs {model.output_names} of {model.name!r} is its "
+        "prediction: keep one with `keras.Model(model.input, model.get_layer(name).output)`."
+    )

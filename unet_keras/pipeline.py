@@ -160,3 +160,37 @@ class TileDataset(keras.utils.PyDataset):
         # Keras stops its workers before this and starts new ones, with this
         # object, for the next epoch: the new epoch number reaches them.
         self.epoch += 1
+
+
+class PerOutputDataset(keras.utils.PyDataset):
+    """The batches of `dataset`, with the target (and weight) repeated for
+    every output of a deeply supervised model.
+
+    A Keras model with several outputs wants one target per output, as a
+    dict keyed by `model.output_names`; deep supervision trains every output
+    on the same mask.
+
+    Args:
+        dataset: A `PyDataset` (e.g. `TileDataset`) of `(x, y)` or
+            `(x, y, w)` batches.
+        output_names: The model's `output_names`.
+    """
+
+    def __init__(self, dataset, output_names):
+        super().__init__(
+            workers=dataset.workers, use_multiprocessing=dataset.use_multiprocessing,
+            max_queue_size=dataset.max_queue_size,
+        )
+        if not output_names:
+            raise ValueError("`output_names` must name at least one output of the model.")
+        self.dataset, self.output_names = dataset, list(output_names)
+
+    def __len__(self):
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        x, *rest = self.dataset[index]
+        return (x, *({name: part for name in self.output_names} for part in rest))
+
+    def on_epoch_end(self):
+        self.dataset.on_epoch_end()
