@@ -1,7 +1,7 @@
 """Training throughput of the default CPU and GPU configurations.
 
     python benchmarks/bench_train.py [--steps 10] [--preset cpu|gpu|both]
-        [--onednn-ratio] [--precision-ratio]
+        [--onednn-ratio] [--precision-ratio] [--malis-ratio]
 
 For each configuration it builds the model exactly as `train` does, feeds it
 real augmented ISBI 2012 tiles from `TileDataset` (data from
@@ -19,6 +19,10 @@ must be set before TensorFlow loads), and prints the speed-up that
 and prints the speed-up. On CPUs with bfloat16 instructions (AVX512_BF16,
 AMX) oneDNN computes the convolutions in bfloat16; elsewhere it emulates
 them, and the ratio falls below 1.
+
+`--malis-ratio` times a step of the fine-tuning against merges (a prediction
+of the batch, `merge_weight_maps` on its tiles, then the training step) next
+to a plain training step of the CPU preset, and the merge weights alone.
 """
 
 import argparse
@@ -37,6 +41,7 @@ from bench_inference import matmul_rate  # noqa: E402
 from unet_keras.backend_utils import choose_precision, detect_device, supports_jit  # noqa: E402
 from unet_keras.datasets import download_isbi2012, load_isbi2012  # noqa: E402
 from unet_keras.inference import forward_flops  # noqa: E402
+from unet_keras.malis import MergeWeightedLoss, merge_weight_maps  # noqa: E402
 from unet_keras.pipeline import TileDataset  # noqa: E402
 from unet_keras.train import TrainConfig, build_model, compile_model  # noqa: E402
 
@@ -82,6 +87,34 @@ def precision_ratio(images, masks, steps, rate):
     print(f"mixed_bfloat16 speed-up on this CPU: {speed_up:.2f}x")
 
 
+def malis_ratio(images, masks, steps):
+    """Seconds per fine-tuning step against merges, and per plain step."""
+    config = TrainConfig()
+    plain, _ = measure(config, images, masks, steps)
+    model = build_model(config)
+    model.compile(optimizer="adam", loss=MergeWeightedLoss(keras.losses.BinaryCrossentropy()))
+    data = TileDataset(
+        images, masks, tile_size=config.tile_size, batch_size=config.batch_size, steps=steps + 2
+    )
+    weight_seconds = 0.0
+    for i in range(steps + 2):
+        if i == 2:  # after the warm-up: tracing and compilation
+            start, weight_seconds = time.perf_counter(), 0.0
+        x, y = data[i]
+        probs = keras.ops.convert_to_numpy(model.predict_on_batch(x))
+        begin = time.perf_counter()
+        weights = merge_weight_maps(probs, y)
+        weight_seconds += time.perf_counter() - begin
+        model.train_on_batch(x, keras.ops.concatenate([y, weights[..., None]], axis=-1))
+    tuned = (time.perf_counter() - start) / steps
+    print(
+        f"cpu: plain step {plain:.3f} s, fine-tuning step against merges {tuned:.3f} s "
+        f"({tuned / plain:.2f}x), of which merge weights {weight_seconds / steps:.3f} s "
+        f"({1000 * weight_seconds / steps / config.batch_size:.0f} ms per "
+        f"{config.tile_size}x{config.tile_size} tile)"
+    )
+
+
 def onednn_ratio(preset, steps):
     """Seconds per step with oneDNN off and on, each in a fresh process."""
     seconds = {}
@@ -107,6 +140,10 @@ def main():
         "--precision-ratio", action="store_true",
         help="compare float32 with mixed_bfloat16 training (CPU preset only)",
     )
+    parser.add_argument(
+        "--malis-ratio", action="store_true",
+        help="compare a fine-tuning step against merges with a plain step (CPU preset)",
+    )
     args = parser.parse_args()
     if args.onednn_ratio:
         onednn_ratio("cpu", args.steps)
@@ -117,6 +154,9 @@ def main():
     print(f"Device: {detect_device()}; NumPy float32 matmul: {rate / 1e9:.0f} GFLOP/s")
     if args.precision_ratio:
         precision_ratio(images[:25], masks[:25], args.steps, rate)
+        return
+    if args.malis_ratio:
+        malis_ratio(images[:25], masks[:25], args.steps)
         return
     presets = {"cpu": TrainConfig(), "gpu": TrainConfig.for_gpu()}
     for name, config in presets.items():

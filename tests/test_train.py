@@ -18,7 +18,7 @@ def tiny_config(tmp_path, data_dir, **overrides):
     values = dict(
         name="tiny", runs_dir=str(tmp_path / "runs"), data_dir=str(data_dir),
         filters=4, depth=2, tile_size=64, batch_size=2, epochs=2, steps_per_epoch=3,
-        val_slices=(28, 29), tta=False, learning_rate=1e-3,
+        val_slices=(28, 29), tta=False, learning_rate=1e-3, malis_steps=2,
     )
     return TrainConfig(**{**values, **overrides})
 
@@ -27,9 +27,11 @@ def test_short_run_writes_every_file(tmp_path, isbi_data):
     config = tiny_config(tmp_path, isbi_data)
     metrics = train(config, verbose=0)
     run = config.run_dir
-    for name in ("config.json", "history.csv", "model.keras", "curves.png", "metrics.json"):
+    for name in ("config.json", "history.csv", "model.keras", "model_fit.keras", "curves.png",
+                 "metrics.json"):
         assert (run / name).is_file(), name
-    assert not (run / "backup").exists()  # removed once the run finished
+    assert not (run / "backup").exists() and not (run / "malis").exists()  # run finished
+    assert metrics["malis_seconds"] > 0
     assert TrainConfig.from_json((run / "config.json").read_text()) == config
     val = tifffile.imread(run / "predictions" / "val.tif")
     test = tifffile.imread(run / "predictions" / "test.tif")
@@ -84,15 +86,22 @@ class InterruptAt(keras.callbacks.Callback):
 
 
 class EpochRecorder(keras.callbacks.Callback):
+    """The epochs `fit` starts, and the batches that any training loop ends."""
+
     def __init__(self):
         super().__init__()
-        self.epochs = []
+        self.epochs, self.batches = [], []
 
     def on_epoch_begin(self, epoch, logs=None):
         self.epochs.append(epoch)
 
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append(batch)
 
-@pytest.mark.parametrize("options", [{}, {"ema": 0.9, "loss": "bce_cldice"}])
+
+@pytest.mark.parametrize(
+    "options", [{}, {"ema": 0.9, "loss": "bce_cldice"}, {"architecture": "unet++"}]
+)
 def test_interrupted_run_resumes_from_the_backup(tmp_path, isbi_data, options):
     config = tiny_config(tmp_path, isbi_data, epochs=3, overlays=False, **options)
     with pytest.raises(Interrupt):
@@ -106,6 +115,26 @@ def test_interrupted_run_resumes_from_the_backup(tmp_path, isbi_data, options):
     history = read_history(config.run_dir / "history.csv")
     assert history["epoch"] == [0, 1, 2]
     assert not (config.run_dir / "backup").exists()
+
+
+def test_run_interrupted_in_the_fine_tuning_resumes_it(tmp_path, isbi_data):
+    """The epochs are not trained again: the fine-tuning against merges goes on
+    from its last saved step (every 25)."""
+    from unet_keras.malis import MergeWeightedLoss
+
+    config = tiny_config(tmp_path, isbi_data, malis_steps=30, overlays=False)
+    with pytest.raises(Interrupt):
+        train(config, extra_callbacks=[InterruptAt(epoch=1, step=27)], verbose=0)
+    assert (config.run_dir / "malis").is_dir() and (config.run_dir / "model_fit.keras").is_file()
+
+    recorder = EpochRecorder()
+    metrics = train(config, extra_callbacks=[recorder], verbose=0)
+    assert recorder.epochs == [] and recorder.batches == list(range(25, 30))
+    assert metrics["train_seconds"] > 0  # the first call's epochs, kept
+    assert not (config.run_dir / "malis").exists()
+    tuned = keras.models.load_model(config.run_dir / "model.keras")
+    assert isinstance(tuned.loss, MergeWeightedLoss)  # reloads without custom_objects
+    assert len(read_history(config.run_dir / "history.csv")["loss"]) == 2
 
 
 def test_weighted_loss_with_the_valid_network(tmp_path, isbi_data):
@@ -157,6 +186,35 @@ def test_mixed_precision_run(tmp_path, isbi_data, precision, jit, recwarn):
     assert 0 <= metrics["val"]["v_rand"] <= 1
 
 
+@pytest.mark.parametrize("architecture, output", [("unet++", "x0_2"), ("unet3+", "de1")])
+def test_deeply_supervised_run(tmp_path, isbi_data, architecture, output, capsys):
+    """U-Net++ and UNet 3+ train on every output and are checkpointed, plotted,
+    scored and predicted through their full-resolution output alone."""
+    from unet_keras.cli import main
+
+    config = tiny_config(tmp_path, isbi_data, architecture=architecture, overlays=False)
+    metrics = train(config, verbose=0)
+    history = read_history(config.run_dir / "history.csv")
+    assert len(history[f"val_{output}_dice"]) == 2  # the checkpoint's monitor
+    assert f"val_{output}_iou" in history  # Dice and IoU of the prediction only
+    model = keras.models.load_model(config.run_dir / "model_fit.keras", compile=False)
+    assert len(model.outputs) > 1  # the epochs' best, side outputs too
+    assert {f"{name}_loss" for name in model.output_names} <= set(history)
+    tuned = keras.models.load_model(config.run_dir / "model.keras", compile=False)
+    assert tuned.output_names == [output]  # fine-tuned through the prediction alone
+    assert (config.run_dir / "curves.png").is_file()
+    val = tifffile.imread(config.run_dir / "predictions" / "val.tif")
+    assert val.shape == (2, 512, 512) and 0 <= val.min() and val.max() <= 1
+    assert 0 <= metrics["val"]["v_rand"] <= 1 and metrics["val"]["dice"] > 0
+
+    images = tmp_path / "slices.tif"
+    tifffile.imwrite(images, (255 * np.random.default_rng(0).random((1, 70, 90))).astype("uint8"))
+    out = tmp_path / "pred.tif"
+    assert main(["predict", "--model", str(config.run_dir / "model.keras"),
+                 "--input", str(images), "--output", str(out), "--no-tta"]) == 0
+    assert tifffile.imread(out).shape == (1, 70, 90)
+
+
 def test_ema_weights_are_swapped_in_before_the_checkpoint(tmp_path):
     config = TrainConfig(runs_dir=str(tmp_path), ema=0.99)
     names = [type(c).__name__ for c in _callbacks(config, config.run_dir, False, ())]
@@ -201,3 +259,14 @@ def test_config_validation():
         TrainConfig(tile_size=100)
     with pytest.raises(ValueError, match="nearest sizes"):
         TrainConfig(padding="valid", tile_size=250)
+    with pytest.raises(ValueError, match="architecture"):
+        TrainConfig(architecture="resunet")
+    with pytest.raises(ValueError, match="padding='valid'.*architecture='unet'"):
+        TrainConfig(architecture="unet++", padding="valid", tile_size=252)
+    with pytest.raises(ValueError, match="dropout"):
+        TrainConfig(architecture="unet3+", dropout=0.2)
+    with pytest.raises(ValueError, match="malis_weight"):
+        TrainConfig(malis_weight=-1)
+    with pytest.raises(ValueError, match="upsampling='bilinear'"):
+        TrainConfig(architecture="unet3+", upsampling="bilinear")
+    TrainConfig(architecture="unet++", upsampling="bilinear")  # U-Net++ has both

@@ -14,7 +14,12 @@ from unet_keras.backend_utils import detect_device
 from unet_keras.datasets import DownloadError, download_isbi2012, load_isbi2012, split_slices
 from unet_keras.errors import segmentation_errors
 from unet_keras.evaluate import rand_and_info_scores, score_isbi, thinned_segmentation
-from unet_keras.family import build_unet3plus, build_unet_plus_plus, prune_unet_plus_plus
+from unet_keras.family import (
+    build_unet3plus,
+    build_unet_plus_plus,
+    prediction_network,
+    prune_unet_plus_plus,
+)
 from unet_keras.folding import fold_batch_norm
 from unet_keras.inference import forward_flops, predict_tiled
 from unet_keras.losses import (
@@ -25,6 +30,7 @@ from unet_keras.losses import (
     soft_dice,
     soft_skeleton,
 )
+from unet_keras.malis import MergeWeightedLoss, fine_tune_merges, merge_weights
 from unet_keras.metrics import DiceCoefficient, dice_coefficient
 from unet_keras.model import (
     build_unet,
@@ -37,7 +43,7 @@ from unet_keras.model import (
     valid_input_size,
     valid_output_size,
 )
-from unet_keras.pipeline import TileDataset
+from unet_keras.pipeline import PerOutputDataset, TileDataset
 from unet_keras.postprocess import watershed_cells, watershed_membranes
 from unet_keras.weights import border_weight_map, border_weight_maps
 
@@ -49,6 +55,8 @@ __all__ = [
     "DiceCoefficient",
     "DiceLoss",
     "DownloadError",
+    "MergeWeightedLoss",
+    "PerOutputDataset",
     "TileDataset",
     "WeightedCrossEntropy",
     "border_weight_map",
@@ -65,11 +73,14 @@ __all__ = [
     "download_isbi2012",
     "elastic_deform",
     "elastic_displacement",
+    "fine_tune_merges",
     "fold_batch_norm",
     "forward_flops",
     "head",
     "load_isbi2012",
+    "merge_weights",
     "predict_tiled",
+    "prediction_network",
     "prune_unet_plus_plus",
     "rand_and_info_scores",
     "random_tile",

@@ -93,12 +93,14 @@ def _download(args):
 def _predict(args):
     import keras
 
+    from unet_keras.family import prediction_network
     from unet_keras.folding import fold_batch_norm
     from unet_keras.inference import predict_tiled
     from unet_keras.plots import save_overlays
 
     watershed_options = _watershed_options(args)
     model = keras.models.load_model(args.model, compile=False)  # predicting only
+    model = prediction_network(model)  # a U-Net++ or UNet 3+ without its side outputs
     try:
         model = fold_batch_norm(model)  # the same maps, computed faster
     except ValueError:  # not a functional model: predict with it as it is

@@ -95,13 +95,16 @@ def read_history(path):
     return {key: [float(row[key]) for row in rows] for key in rows[0]}
 
 
-def plot_history(history, path=None, title="Training"):
+def plot_history(history, path=None, title="Training", dice_key="dice"):
     """Loss and Dice per epoch, training and validation side by side.
 
     Args:
         history: A dict of per-epoch lists (`keras.callbacks.History.history`)
             or the path of a `CSVLogger` file.
         path: Where to save the PNG; None only returns the figure.
+        title: The figure's title.
+        dice_key: The Dice column: `"dice"`, or for a model with several
+            outputs the prediction's, e.g. `"x0_4_dice"` (`train.dice_key`).
 
     Returns:
         The matplotlib figure.
@@ -111,7 +114,7 @@ def plot_history(history, path=None, title="Training"):
     epochs = history.get("epoch")
     epochs = [e + 1 for e in epochs] if epochs else None
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key, label in zip(axes, ("loss", "dice"), ("Loss", "Dice (membrane)")):
+    for ax, key, label in zip(axes, ("loss", dice_key), ("Loss", "Dice (membrane)")):
         for prefix, style in (("", "-"), ("val_", "--")):
             values = history.get(prefix + key)
             if values:

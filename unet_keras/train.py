@@ -4,24 +4,23 @@ and the Python API, and `train`, which writes a complete run folder.
     runs/<name>/
         config.json            the TrainConfig of the run
         history.csv            per-epoch metrics (Keras CSVLogger)
-        model.keras            the best model on the validation slices
+        model.keras            the best model on the validation slices, fine-tuned
+                               against merges (malis_steps; model_fit.keras before)
         curves.png             loss and Dice per epoch
         metrics.json           ISBI scores of the held-out slices, timings, device
         predictions/val.tif    float32 membrane probabilities, held-out slices
         predictions/test.tif   the same for the 30 test slices
         predictions/*_watershed.tif  both with the gaps closed (postprocess.py)
         overlays/*.png         held-out predictions over the images, with error maps
-        backup/                Keras BackupAndRestore state while a run is unfinished
+        backup/, malis/        the state of an unfinished run's epochs, fine-tuning
 
 Starting `train` again with the same run folder resumes an interrupted run from
 its last finished epoch instead of starting over.
 """
 
-import dataclasses
 import json
+import shutil
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -33,139 +32,40 @@ from unet_keras.backend_utils import (
     detect_device,
     supports_jit,
 )
+from unet_keras.config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: F401 (the API)
 from unet_keras.datasets import download_isbi2012, load_isbi2012, split_slices
 from unet_keras.evaluate import score_isbi
+from unet_keras.family import build_unet3plus, build_unet_plus_plus, prediction_network
 from unet_keras.folding import fold_batch_norm
 from unet_keras.inference import predict_tiled
 from unet_keras.losses import BCEDiceLoss, DiceLoss, WeightedCrossEntropy
+from unet_keras.malis import fine_tune_merges
 from unet_keras.metrics import DiceCoefficient
 from unet_keras.model import build_unet, valid_output_size
-from unet_keras.pipeline import TileDataset
+from unet_keras.pipeline import PerOutputDataset, TileDataset
 from unet_keras.plots import plot_history, read_history, save_overlays
 from unet_keras.postprocess import watershed_membranes
 from unet_keras.tensorflow_env import check_weights_not_frozen
 from unet_keras.weights import border_weight_maps
 
-LOSSES = ("bce", "dice", "bce_dice", "bce_cldice", "weighted_ce")
-OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("cosine", "constant")
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a training run.
-
-    The defaults are the CPU configuration of `make train`, chosen by
-    measurement on a 2-core machine (see the README); `TrainConfig.for_gpu()`
-    gives the larger GPU configuration and `TrainConfig.auto()` picks one of
-    the two for the device Keras sees.
-    """
-
-    name: str = "default"
-    runs_dir: str = "runs"
-    data_dir: str = "data/isbi2012"
-    data_url: str | None = None  # None: UNET_KERAS_DATA_URL or the public source
-    # Model.
-    filters: int = 16
-    depth: int = 4
-    batch_norm: bool = True
-    dropout: float = 0.0
-    padding: str = "same"
-    upsampling: str = "transpose"
-    # Objective and optimiser.
-    loss: str = "bce_dice"
-    optimizer: str = "adam"
-    learning_rate: float = 2e-3
-    schedule: str = "cosine"
-    weight_decay: float = 0.0
-    ema: float = 0.0  # momentum of an exponential moving average of the weights; 0 = off
-    w0: float = 10.0  # border weight map, for loss="weighted_ce"
-    sigma: float = 5.0
-    # Data and augmentation.
-    tile_size: int = 256
-    batch_size: int = 4
-    epochs: int = 10
-    steps_per_epoch: int = 50
-    elastic: bool = True
-    symmetries: bool = True
-    affine: bool = True
-    gray: bool = True
-    val_slices: tuple = (25, 26, 27, 28, 29)
-    workers: int = 2  # threads that build batches; see TileDataset
-    seed: int = 0
-    # Hardware.
-    mixed_precision: str = "auto"
-    jit_compile: str = "auto"  # "auto" (XLA on GPUs), "on" or "off"
-    # Evaluation and callbacks.
-    tta: bool = True
-    reduce_lr_on_plateau: bool = False
-    tensorboard: bool = False
-    overlays: bool = True
-
-    def __post_init__(self):
-        self.val_slices = tuple(int(i) for i in self.val_slices)
-        if not self.val_slices:
-            raise ValueError(
-                "`val_slices` must name at least one held-out slice: the best model is "
-                "chosen, and the run scored, on them."
-            )
-        for name, value, choices in (
-            ("loss", self.loss, LOSSES),
-            ("optimizer", self.optimizer, OPTIMIZERS),
-            ("schedule", self.schedule, SCHEDULES),
-        ):
-            if value not in choices:
-                raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
-        for name in ("epochs", "steps_per_epoch", "batch_size", "tile_size", "workers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)!r}.")
-        if not 0 <= self.ema < 1:
-            raise ValueError(
-                f"`ema` is the momentum of the weight average, in [0, 1) (0 = off), "
-                f"got {self.ema!r}. Typical: 0.99."
-            )
-        if self.jit_compile not in ("auto", "on", "off"):
-            raise ValueError(
-                f"`jit_compile` must be 'auto', 'on' or 'off', got {self.jit_compile!r}."
-            )
-        if self.padding == "valid":
-            valid_output_size(self.tile_size, self.depth)  # raises with sizes that work
-        elif self.tile_size % 2**self.depth:
-            raise ValueError(
-                f"`tile_size` must be divisible by 2**depth = {2**self.depth} for "
-                f"padding='same', got {self.tile_size}."
-            )
-
-    @classmethod
-    def for_gpu(cls, **overrides):
-        """A larger network and a longer schedule for a GPU."""
-        values = dict(
-            filters=32, batch_size=8, tile_size=384, epochs=60, steps_per_epoch=100,
-            learning_rate=1e-3,
-        )
-        return cls(**{**values, **overrides})
-
-    @classmethod
-    def auto(cls, **overrides):
-        """The GPU configuration when Keras sees a GPU, else the CPU one."""
-        if detect_device().kind == "GPU":
-            return cls.for_gpu(**overrides)
-        return cls(**overrides)
-
-    @property
-    def run_dir(self):
-        return Path(self.runs_dir) / self.name
-
-    def to_json(self):
-        return json.dumps(dataclasses.asdict(self), indent=2)
-
-    @classmethod
-    def from_json(cls, text):
-        return cls(**json.loads(text))
-
 
 def build_model(config):
-    """The uncompiled U-Net of a config (`compile_model` compiles it)."""
+    """The uncompiled network of a config (`compile_model` compiles it).
+
+    U-Net++ and UNet 3+ are built with deep supervision: one output per
+    supervised node, all trained on the same mask.
+    """
+    if config.architecture == "unet++":
+        return build_unet_plus_plus(
+            (None, None, 1), depth=config.depth, filters=config.filters,
+            batch_norm=config.batch_norm, upsampling=config.upsampling, deep_supervision=True,
+        )
+    if config.architecture == "unet3+":
+        # Every full-scale skip gets as many channels as level 1, as in the paper (64, 64).
+        return build_unet3plus(
+            (None, None, 1), filters=[config.filters * 2**i for i in range(config.depth + 1)],
+            cat_channels=config.filters, batch_norm=config.batch_norm, deep_supervision=True,
+        )
     return build_unet(
         input_shape=(None, None, 1), num_classes=1, depth=config.depth,
         filters=config.filters, batch_norm=config.batch_norm, dropout=config.dropout,
@@ -199,13 +99,31 @@ def _optimizer(config):
 
 
 def compile_model(model, config, jit_compile=False):
+    """Compiles `model` with the config's loss, optimiser and schedule.
+
+    A deeply supervised model is trained on the mean of its outputs' losses,
+    so that its loss has the scale of a U-Net's; Dice and IoU are measured on
+    its prediction output alone (`family.prediction_network`).
+    """
+    metrics = [DiceCoefficient(), keras.metrics.BinaryIoU(target_class_ids=[1], name="iou")]
+    loss, loss_weights, n = _loss(config), None, len(model.outputs)
+    if n > 1:
+        loss, loss_weights = [loss] * n, [1 / n] * n
+        final = prediction_network(model).output_names[0]
+        metrics = [metrics if name == final else [] for name in model.output_names]
     model.compile(
-        optimizer=_optimizer(config),
-        loss=_loss(config),
-        metrics=[DiceCoefficient(), keras.metrics.BinaryIoU(target_class_ids=[1], name="iou")],
+        optimizer=_optimizer(config), loss=loss, loss_weights=loss_weights, metrics=metrics,
         jit_compile=jit_compile,
     )
     return model
+
+
+def dice_key(model):
+    """The name under which Keras logs the Dice of a compiled model's
+    prediction: `"dice"`, or `"<output>_dice"` for a multi-output model."""
+    if len(model.outputs) == 1:
+        return "dice"
+    return f"{prediction_network(model).output_names[0]}_dice"
 
 
 def _best_so_far(history_csv, monitor):
@@ -217,8 +135,7 @@ def _best_so_far(history_csv, monitor):
     return max(values) if values else None
 
 
-def _callbacks(config, run_dir, resuming, extra_callbacks):
-    monitor = "val_dice"
+def _callbacks(config, run_dir, resuming, extra_callbacks, monitor="val_dice"):
     best = _best_so_far(run_dir / "history.csv", monitor) if resuming else None
     callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "backup"))]
     if config.ema:
@@ -242,7 +159,7 @@ def _callbacks(config, run_dir, resuming, extra_callbacks):
     return callbacks + list(extra_callbacks)
 
 
-def _datasets(config, images, masks):
+def _datasets(config, images, masks, output_names=("output",)):
     train_idx, val_idx = split_slices(len(images), val=config.val_slices)
     weights = None
     if config.loss == "weighted_ce":
@@ -265,6 +182,12 @@ def _datasets(config, images, masks):
             output_size=output_size, batch_size=config.batch_size, augment=False,
             seed=config.seed,
         )
+    if len(output_names) > 1:  # deep supervision: the same target for every output
+        train_data = PerOutputDataset(train_data, output_names)
+        if isinstance(val_data, tuple):
+            val_data = (val_data[0], {name: val_data[1] for name in output_names})
+        else:
+            val_data = PerOutputDataset(val_data, output_names)
     return train_idx, val_idx, train_data, val_data
 
 
@@ -282,6 +205,25 @@ def _predict(model, images, config):
     return predict_tiled(
         model, images, tile=tile, overlap=overlap, batch_size=config.batch_size, tta=config.tta
     )[..., 0]
+
+
+def _fine_tune(config, network, images, masks, run_dir, jit, callbacks, verbose):
+    """`config.malis_steps` steps of `malis.fine_tune_merges` on fresh tiles,
+    resumable from `run_dir/malis/`."""
+    output_size = None
+    if config.padding == "valid":
+        output_size = valid_output_size(config.tile_size, config.depth)
+    tiles = TileDataset(
+        images, masks, tile_size=config.tile_size, output_size=output_size,
+        batch_size=config.batch_size, steps=config.malis_steps, elastic=config.elastic,
+        symmetries=config.symmetries, affine=config.affine, gray=config.gray,
+        seed=config.seed + 1,  # not the tiles of the first epoch
+    )
+    return fine_tune_merges(
+        network, tiles, _loss(config), weight=config.malis_weight,
+        learning_rate=config.malis_learning_rate, state_path=run_dir / "malis" / "model.keras",
+        callbacks=callbacks, jit_compile=jit, verbose=verbose,
+    )
 
 
 def train(config=None, extra_callbacks=(), verbose=1):
@@ -310,8 +252,10 @@ def train(config=None, extra_callbacks=(), verbose=1):
     say = print if verbose else (lambda *a, **k: None)
     run_dir = config.run_dir
     resuming = (run_dir / "backup").is_dir()
-    if resuming:
-        say(f"Resuming the interrupted run in {run_dir}/ from its backup.")
+    fitted = (run_dir / "malis").is_dir()  # the fine-tuning had begun: the epochs are done
+    if resuming or fitted:
+        stage = "fine-tuning against merges" if fitted else "run"
+        say(f"Resuming the interrupted {stage} in {run_dir}/ from its backup.")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.to_json())
 
@@ -323,34 +267,55 @@ def train(config=None, extra_callbacks=(), verbose=1):
     root = download_isbi2012(config.data_dir, base_url=config.data_url, progress=bool(verbose))
     images, masks = load_isbi2012(root, split="train")
     test_images = load_isbi2012(root, split="test")
-    train_idx, val_idx, train_data, val_data = _datasets(config, images, masks)
 
     keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
         model = compile_model(build_model(config), config, jit_compile=jit)
-        start = time.perf_counter()
-        model.fit(
-            train_data, validation_data=val_data, epochs=config.epochs,
-            callbacks=_callbacks(config, run_dir, resuming, extra_callbacks), verbose=verbose,
+        train_idx, val_idx, train_data, val_data = _datasets(
+            config, images, masks, model.output_names
         )
-        train_seconds = time.perf_counter() - start
+        dice = dice_key(model)
+        if not fitted:
+            callbacks = _callbacks(config, run_dir, resuming, extra_callbacks, f"val_{dice}")
+            start = time.perf_counter()
+            model.fit(
+                train_data, validation_data=val_data, epochs=config.epochs,
+                callbacks=callbacks, verbose=verbose,
+            )
+            train_seconds = time.perf_counter() - start
+        # The best epoch's model without its side outputs. Uncompiled: a float16 run's
+        # loss-scale optimiser state would not load into a plain one.
+        fit_model = run_dir / ("model_fit.keras" if fitted else "model.keras")
+        network = prediction_network(keras.models.load_model(fit_model, compile=False))
+        malis_seconds = 0.0
+        if config.malis_steps:
+            if not fitted:
+                (run_dir / "malis").mkdir()
+                (run_dir / "model.keras").replace(fit_model := run_dir / "model_fit.keras")
+                (run_dir / "malis" / "fit.json").write_text(json.dumps(train_seconds))
+            train_seconds = json.loads((run_dir / "malis" / "fit.json").read_text())
+            start = time.perf_counter()
+            network = _fine_tune(config, network, images[train_idx], masks[train_idx],
+                                 run_dir, jit, extra_callbacks, verbose)
+            malis_seconds = time.perf_counter() - start
+            network.save(run_dir / "model.keras")
+            shutil.rmtree(run_dir / "malis")
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
-    # The best epoch's model, with BatchNorm folded into the convolutions for speed.
-    # Uncompiled: only predictions follow, and a float16 run's loss-scale optimiser
-    # state would not load into a plain one.
-    model = fold_batch_norm(keras.models.load_model(run_dir / "model.keras", compile=False))
-    plot_history(run_dir / "history.csv", run_dir / "curves.png", title=f"Run {config.name}")
+    model = fold_batch_norm(network)  # the same maps, computed faster
+    plot_history(
+        run_dir / "history.csv", run_dir / "curves.png", title=f"Run {config.name}", dice_key=dice
+    )
 
     start = time.perf_counter()
     predictions = run_dir / "predictions"
     predictions.mkdir(exist_ok=True)
     metrics = {
         "device": str(device), "precision": precision, "xla": jit,
-        "train_seconds": round(train_seconds, 1),
+        "train_seconds": round(train_seconds, 1), "malis_seconds": round(malis_seconds, 1),
         "train_slices": [int(i) for i in train_idx], "val_slices": [int(i) for i in val_idx],
         "tta": config.tta,
     }

@@ -1,0 +1,158 @@
+"""`TrainConfig`: everything that defines a training run, shared by the CLI,
+the notebooks and the Python API, and saved as `config.json` in the run folder.
+"""
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from unet_keras.backend_utils import detect_device
+from unet_keras.model import valid_output_size
+
+ARCHITECTURES = ("unet", "unet++", "unet3+")
+LOSSES = ("bce", "dice", "bce_dice", "bce_cldice", "weighted_ce")
+OPTIMIZERS = ("adam", "adamw", "sgd")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run.
+
+    The defaults are the CPU configuration of `make train`, chosen by
+    measurement on a 2-core machine (see the README); `TrainConfig.for_gpu()`
+    gives the larger GPU configuration and `TrainConfig.auto()` picks one of
+    the two for the device Keras sees.
+    """
+
+    name: str = "default"
+    runs_dir: str = "runs"
+    data_dir: str = "data/isbi2012"
+    data_url: str | None = None  # None: UNET_KERAS_DATA_URL or the public source
+    # Model.
+    architecture: str = "unet"  # or "unet++", "unet3+": deeply supervised (family.py)
+    filters: int = 16
+    depth: int = 4
+    batch_norm: bool = True
+    dropout: float = 0.0
+    padding: str = "same"
+    upsampling: str = "transpose"
+    # Objective and optimiser.
+    loss: str = "bce_dice"
+    optimizer: str = "adam"
+    learning_rate: float = 2e-3
+    schedule: str = "cosine"
+    weight_decay: float = 0.0
+    ema: float = 0.0  # momentum of an exponential moving average of the weights; 0 = off
+    w0: float = 10.0  # border weight map, for loss="weighted_ce"
+    sigma: float = 5.0
+    # Data and augmentation.
+    tile_size: int = 256
+    batch_size: int = 4
+    epochs: int = 10
+    steps_per_epoch: int = 50
+    elastic: bool = True
+    symmetries: bool = True
+    affine: bool = True
+    gray: bool = True
+    val_slices: tuple = (25, 26, 27, 28, 29)
+    workers: int = 2  # threads that build batches; see TileDataset
+    seed: int = 0
+    # Fine-tuning against merges after the epochs (malis.py): constrained MALIS. With
+    # loss="weighted_ce" it fine-tunes on the plain cross-entropy: merge weights, not
+    # border weights.
+    malis_steps: int = 150  # 0: off
+    malis_weight: float = 0.5
+    malis_learning_rate: float = 2e-4
+    # Hardware.
+    mixed_precision: str = "auto"
+    jit_compile: str = "auto"  # "auto" (XLA on GPUs), "on" or "off"
+    # Evaluation and callbacks.
+    tta: bool = True
+    reduce_lr_on_plateau: bool = False
+    tensorboard: bool = False
+    overlays: bool = True
+
+    def __post_init__(self):
+        self.val_slices = tuple(int(i) for i in self.val_slices)
+        if not self.val_slices:
+            raise ValueError(
+                "`val_slices` must name at least one held-out slice: the best model is "
+                "chosen, and the run scored, on them."
+            )
+        for name, value, choices in (
+            ("architecture", self.architecture, ARCHITECTURES),
+            ("loss", self.loss, LOSSES),
+            ("optimizer", self.optimizer, OPTIMIZERS),
+            ("schedule", self.schedule, SCHEDULES),
+        ):
+            if value not in choices:
+                raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
+        for name in ("epochs", "steps_per_epoch", "batch_size", "tile_size", "workers"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)!r}.")
+        self._check_malis_options()
+        if not 0 <= self.ema < 1:
+            raise ValueError(
+                f"`ema` is the momentum of the weight average, in [0, 1) (0 = off), "
+                f"got {self.ema!r}. Typical: 0.99."
+            )
+        if self.jit_compile not in ("auto", "on", "off"):
+            raise ValueError(
+                f"`jit_compile` must be 'auto', 'on' or 'off', got {self.jit_compile!r}."
+            )
+        if self.architecture != "unet":
+            self._check_family_options()
+        if self.padding == "valid":
+            valid_output_size(self.tile_size, self.depth)  # raises with sizes that work
+        elif self.tile_size % 2**self.depth:
+            raise ValueError(
+                f"`tile_size` must be divisible by 2**depth = {2**self.depth} for "
+                f"padding='same', got {self.tile_size}."
+            )
+
+    def _check_malis_options(self):
+        for name in ("malis_steps", "malis_weight", "malis_learning_rate"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)!r}.")
+
+    def _check_family_options(self):
+        """U-Net++ and UNet 3+ are built with "same" padding and no dropout."""
+        unsupported = {"padding": ("same", self.padding), "dropout": (0.0, self.dropout)}
+        if self.architecture == "unet3+":  # it upsamples bilinearly by design
+            unsupported["upsampling"] = ("transpose", self.upsampling)
+        for name, (supported, value) in unsupported.items():
+            if value != supported:
+                raise ValueError(
+                    f"`{name}={value!r}` is not available with architecture="
+                    f"{self.architecture!r}, which is built with {name}={supported!r}. "
+                    f"Use architecture='unet' for it, or leave `{name}` at {supported!r}."
+                )
+
+    @classmethod
+    def for_gpu(cls, **overrides):
+        """A larger network and a longer schedule for a GPU."""
+        values = dict(
+            filters=32, batch_size=8, tile_size=384, epochs=60, steps_per_epoch=100,
+            learning_rate=1e-3,
+        )
+        return cls(**{**values, **overrides})
+
+    @classmethod
+    def auto(cls, **overrides):
+        """The GPU configuration when Keras sees a GPU, else the CPU one."""
+        if detect_device().kind == "GPU":
+            return cls.for_gpu(**overrides)
+        return cls(**overrides)
+
+    @property
+    def run_dir(self):
+        return Path(self.runs_dir) / self.name
+
+    def to_json(self):
+        return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_json(cls, text):
+        return cls(**json.loads(text))
