@@ -59,6 +59,7 @@ def test_short_run_writes_every_file(tmp_path, isbi_data):
     rand, info = saved["val"]["v_rand_per_slice"][1], saved["val"]["v_info_per_slice"][1]
     assert f"29: {rand:.4f} / {info:.4f}" in summary[2]  # the line below the held-out scores
     assert len(summary) == 5  # device; scores and per slice, without and with the watershed
+    assert "fine-tuned against merges" in summary[0]
     assert "val_watershed.tif" in summary[3]  # the user learns where the closed map is
     for key in ("val", "val_watershed"):  # a metrics.json written before per-slice scores
         del saved[key]["v_rand_per_slice"], saved[key]["v_info_per_slice"]

@@ -351,7 +351,11 @@ def _to_builtin(value):
 
 def format_scores(metrics):
     """A short text summary of a run's metrics, with the score of each held-out slice."""
-    lines = [f"Trained {metrics['train_seconds']:.0f} s on {metrics['device']}."]
+    tuned = metrics.get("malis_seconds")  # absent from an older release's metrics.json
+    lines = [
+        f"Trained {metrics['train_seconds']:.0f} s on {metrics['device']}"
+        + (f", then fine-tuned against merges for {tuned:.0f} s." if tuned else ".")
+    ]
     titles = {"val": "Held-out slices", "val_watershed": "With the watershed (val_watershed.tif)"}
     for key, title in titles.items():
         scores = metrics.get(key)
