@@ -180,7 +180,8 @@ def fine_tune_merges(model, dataset, loss, *, weight=0.5, learning_rate=2e-4,
             `family.prediction_network(model)`).
         dataset: A `PyDataset` of `(x, y)` batches, e.g. a `TileDataset`;
             its length is the number of steps.
-        loss: The per-image loss of the mask (`BCEDiceLoss()`, ...).
+        loss: The loss of the mask (`BCEDiceLoss()`, ...; see
+            `MergeWeightedLoss`).
         weight: Weight of the merge term.
         learning_rate: Adam's learning rate, constant.
         state_path: A `.keras` file. The model and its optimiser are saved
