@@ -41,7 +41,8 @@ from bench_inference import matmul_rate  # noqa: E402
 from unet_keras.backend_utils import choose_precision, detect_device, supports_jit  # noqa: E402
 from unet_keras.datasets import download_isbi2012, load_isbi2012  # noqa: E402
 from unet_keras.inference import forward_flops  # noqa: E402
-from unet_keras.malis import MergeWeightedLoss, merge_weight_maps  # noqa: E402
+from unet_keras.losses import BCEDiceLoss  # noqa: E402
+from unet_keras.malis import MergeWeightedLoss, merge_step, merge_weight_maps  # noqa: E402
 from unet_keras.pipeline import TileDataset  # noqa: E402
 from unet_keras.train import TrainConfig, build_model, compile_model  # noqa: E402
 
@@ -92,21 +93,22 @@ def malis_ratio(images, masks, steps):
     config = TrainConfig()
     plain, _ = measure(config, images, masks, steps)
     model = build_model(config)
-    model.compile(optimizer="adam", loss=MergeWeightedLoss(keras.losses.BinaryCrossentropy()))
+    model.compile(optimizer="adam", loss=MergeWeightedLoss(BCEDiceLoss()))  # as train does
     data = TileDataset(
         images, masks, tile_size=config.tile_size, batch_size=config.batch_size, steps=steps + 2
     )
-    weight_seconds = 0.0
-    for i in range(steps + 2):
-        if i == 2:  # after the warm-up: tracing and compilation
-            start, weight_seconds = time.perf_counter(), 0.0
-        x, y = data[i]
-        probs = keras.ops.convert_to_numpy(model.predict_on_batch(x))
-        begin = time.perf_counter()
-        weights = merge_weight_maps(probs, y)
-        weight_seconds += time.perf_counter() - begin
-        model.train_on_batch(x, keras.ops.concatenate([y, weights[..., None]], axis=-1))
+    for i in range(2):  # warm-up: tracing and compilation
+        merge_step(model, *data[i])
+    start = time.perf_counter()
+    for i in range(2, steps + 2):
+        merge_step(model, *data[i])
     tuned = (time.perf_counter() - start) / steps
+    x, y = data[0]
+    probs = keras.ops.convert_to_numpy(model.predict_on_batch(x))
+    begin = time.perf_counter()
+    for _ in range(steps):
+        merge_weight_maps(probs, y)
+    weight_seconds = time.perf_counter() - begin
     print(
         f"cpu: plain step {plain:.3f} s, fine-tuning step against merges {tuned:.3f} s "
         f"({tuned / plain:.2f}x), of which merge weights {weight_seconds / steps:.3f} s "

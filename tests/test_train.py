@@ -1,6 +1,7 @@
 """A short real training run on the ISBI 2012 mirror writes the whole run
 folder, and an interrupted run resumes from its backup."""
 
+import dataclasses
 import json
 
 import keras
@@ -136,6 +137,23 @@ def test_run_interrupted_in_the_fine_tuning_resumes_it(tmp_path, isbi_data):
     tuned = keras.models.load_model(config.run_dir / "model.keras")
     assert isinstance(tuned.loss, MergeWeightedLoss)  # reloads without custom_objects
     assert len(read_history(config.run_dir / "history.csv")["loss"]) == 2
+
+
+def test_restart_without_the_fine_tuning_keeps_the_epochs(tmp_path, isbi_data):
+    """Stopped in the fine-tuning and started again with malis_steps=0: the
+    best epoch's model is kept as it was, and nothing is trained again."""
+    config = tiny_config(tmp_path, isbi_data, malis_steps=30, overlays=False)
+    with pytest.raises(Interrupt):
+        train(config, extra_callbacks=[InterruptAt(epoch=1, step=3)], verbose=0)
+    fit_weights = keras.models.load_model(config.run_dir / "model_fit.keras").get_weights()
+    recorder = EpochRecorder()
+    metrics = train(dataclasses.replace(config, malis_steps=0), extra_callbacks=[recorder],
+                    verbose=0)
+    assert recorder.epochs == recorder.batches == []
+    assert metrics["train_seconds"] > 0 and metrics["malis_seconds"] == 0
+    assert not (config.run_dir / "malis").exists()
+    kept = keras.models.load_model(config.run_dir / "model.keras").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(kept, fit_weights))
 
 
 def test_weighted_loss_with_the_valid_network(tmp_path, isbi_data):

@@ -23,7 +23,6 @@ plus the cross-entropy of these pixels, with the weights recomputed from the
 model's own predictions before every step (`MergeWeightedLoss`).
 """
 
-import json
 from pathlib import Path
 
 import keras
@@ -185,7 +184,8 @@ def fine_tune_merges(model, dataset, loss, *, weight=0.5, learning_rate=2e-4,
         weight: Weight of the merge term.
         learning_rate: Adam's learning rate, constant.
         state_path: A `.keras` file. The model and its optimiser are saved
-            there every 25 steps; if it exists, fine-tuning resumes from it.
+            there every 25 steps; if it exists, fine-tuning resumes from it,
+            at the step its optimiser had reached.
         callbacks: Keras callbacks; they see `on_train_batch_end`.
         jit_compile: XLA compilation of the training step, as in `compile`.
         verbose: 1 shows Keras's progress bar.
@@ -193,11 +193,12 @@ def fine_tune_merges(model, dataset, loss, *, weight=0.5, learning_rate=2e-4,
     Returns:
         The fine-tuned model (compiled with `MergeWeightedLoss`).
     """
-    steps, done = len(dataset), 0
-    progress = Path(f"{state_path}.json") if state_path else None
-    if progress and progress.is_file() and Path(state_path).is_file():
+    done = 0
+    if state_path and Path(state_path).is_file():
         model = keras.models.load_model(state_path)
-        done = json.loads(progress.read_text())["steps_done"]
+        # The steps done are the optimiser's, saved with it (a float16 loss scale's
+        # skipped steps are not counted, so those few are trained again).
+        done = int(ops.convert_to_numpy(model.optimizer.iterations))
     else:
         model.compile(
             optimizer=keras.optimizers.Adam(learning_rate),
@@ -205,15 +206,29 @@ def fine_tune_merges(model, dataset, loss, *, weight=0.5, learning_rate=2e-4,
         )
     for callback in callbacks:  # called in this thread, in order: no CallbackList dispatch
         callback.set_model(model)
+    steps = len(dataset)
     bar = keras.utils.Progbar(steps, verbose=verbose, unit_name="step")
     for step in range(done, steps):
-        x, y = dataset[step][:2]
-        weights = merge_weight_maps(ops.convert_to_numpy(model.predict_on_batch(x)), y)
-        value = model.train_on_batch(x, np.concatenate([y, weights[..., None]], axis=-1))
+        value = merge_step(model, *dataset[step][:2])
         for callback in callbacks:
             callback.on_train_batch_end(step, {"loss": value})
         bar.update(step + 1, [("loss", value)])
-        if progress and ((step + 1) % 25 == 0 or step + 1 == steps):
+        if state_path and ((step + 1) % 25 == 0 or step + 1 == steps):
             model.save(state_path)
-            progress.write_text(json.dumps({"steps_done": step + 1}))
     return model
+
+
+def merge_step(model, x, y):
+    """One training step on `MergeWeightedLoss`, with the merge weights of
+    `model`'s own prediction of the batch.
+
+    Args:
+        model: A model compiled with `MergeWeightedLoss`.
+        x: A batch of images.
+        y: Their masks, `(B, H, W, 1)`.
+
+    Returns:
+        The step's loss.
+    """
+    weights = merge_weight_maps(ops.convert_to_numpy(model.predict_on_batch(x)), y)
+    return model.train_on_batch(x, np.concatenate([y, weights[..., None]], axis=-1))

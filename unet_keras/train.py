@@ -277,7 +277,10 @@ def train(config=None, extra_callbacks=(), verbose=1):
             config, images, masks, model.output_names
         )
         dice = dice_key(model)
-        if not fitted:
+        malis_dir = run_dir / "malis"
+        if fitted:
+            train_seconds = json.loads((malis_dir / "fit.json").read_text())
+        else:
             callbacks = _callbacks(config, run_dir, resuming, extra_callbacks, f"val_{dice}")
             start = time.perf_counter()
             model.fit(
@@ -285,23 +288,24 @@ def train(config=None, extra_callbacks=(), verbose=1):
                 callbacks=callbacks, verbose=verbose,
             )
             train_seconds = time.perf_counter() - start
-        # The best epoch's model without its side outputs. Uncompiled: a float16 run's
-        # loss-scale optimiser state would not load into a plain one.
-        fit_model = run_dir / ("model_fit.keras" if fitted else "model.keras")
-        network = prediction_network(keras.models.load_model(fit_model, compile=False))
+        # The best epoch's model (model.keras until the fine-tuning ends) without its side
+        # outputs. Uncompiled: a float16 run's loss-scale optimiser state would not load
+        # into a plain one.
+        network = prediction_network(
+            keras.models.load_model(run_dir / "model.keras", compile=False)
+        )
         malis_seconds = 0.0
         if config.malis_steps:
             if not fitted:
-                (run_dir / "malis").mkdir()
-                (run_dir / "model.keras").replace(fit_model := run_dir / "model_fit.keras")
-                (run_dir / "malis" / "fit.json").write_text(json.dumps(train_seconds))
-            train_seconds = json.loads((run_dir / "malis" / "fit.json").read_text())
+                malis_dir.mkdir()
+                (malis_dir / "fit.json").write_text(json.dumps(train_seconds))
+                shutil.copyfile(run_dir / "model.keras", run_dir / "model_fit.keras")
             start = time.perf_counter()
             network = _fine_tune(config, network, images[train_idx], masks[train_idx],
                                  run_dir, jit, extra_callbacks, verbose)
             malis_seconds = time.perf_counter() - start
             network.save(run_dir / "model.keras")
-            shutil.rmtree(run_dir / "malis")
+        shutil.rmtree(malis_dir, ignore_errors=True)  # also after a restart with malis_steps=0
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
