@@ -159,27 +159,39 @@ def _callbacks(config, run_dir, resuming, extra_callbacks, monitor="val_dice"):
     return callbacks + list(extra_callbacks)
 
 
+def _output_size(config):
+    """The size of a tile's prediction: smaller than the tile for valid padding."""
+    if config.padding == "valid":
+        return valid_output_size(config.tile_size, config.depth)
+    return None
+
+
+def _training_tiles(config, images, masks, steps, seed, weights=None):
+    """Augmented training tiles, as the config asks for them."""
+    return TileDataset(
+        images, masks, weights,
+        tile_size=config.tile_size, output_size=_output_size(config),
+        batch_size=config.batch_size, steps=steps, elastic=config.elastic,
+        symmetries=config.symmetries, affine=config.affine, gray=config.gray, seed=seed,
+        workers=config.workers, use_multiprocessing=False,  # threads: a batch takes ~5 ms
+    )
+
+
 def _datasets(config, images, masks, output_names=("output",)):
     train_idx, val_idx = split_slices(len(images), val=config.val_slices)
     weights = None
     if config.loss == "weighted_ce":
         weights = border_weight_maps(masks[train_idx], w0=config.w0, sigma=config.sigma)
-    output_size = None
-    if config.padding == "valid":
-        output_size = valid_output_size(config.tile_size, config.depth)
-    train_data = TileDataset(
-        images[train_idx], masks[train_idx], weights,
-        tile_size=config.tile_size, output_size=output_size, batch_size=config.batch_size,
-        steps=config.steps_per_epoch, elastic=config.elastic, symmetries=config.symmetries,
-        affine=config.affine, gray=config.gray, seed=config.seed,
-        workers=config.workers, use_multiprocessing=False,  # threads: a batch takes ~5 ms
+    train_data = _training_tiles(
+        config, images[train_idx], masks[train_idx], config.steps_per_epoch, config.seed,
+        weights,
     )
     if config.padding == "same":
         val_data = (images[val_idx], masks[val_idx])  # whole slices: 512 divides by 2**depth
     else:
         val_data = TileDataset(
             images[val_idx], masks[val_idx], tile_size=config.tile_size,
-            output_size=output_size, batch_size=config.batch_size, augment=False,
+            output_size=_output_size(config), batch_size=config.batch_size, augment=False,
             seed=config.seed,
         )
     if len(output_names) > 1:  # deep supervision: the same target for every output
@@ -210,15 +222,8 @@ def _predict(model, images, config):
 def _fine_tune(config, network, images, masks, run_dir, jit, callbacks, verbose):
     """`config.malis_steps` steps of `malis.fine_tune_merges` on fresh tiles,
     resumable from `run_dir/malis/`."""
-    output_size = None
-    if config.padding == "valid":
-        output_size = valid_output_size(config.tile_size, config.depth)
-    tiles = TileDataset(
-        images, masks, tile_size=config.tile_size, output_size=output_size,
-        batch_size=config.batch_size, steps=config.malis_steps, elastic=config.elastic,
-        symmetries=config.symmetries, affine=config.affine, gray=config.gray,
-        seed=config.seed + 1,  # not the tiles of the first epoch
-    )
+    # seed + 1: not the tiles of the first epoch.
+    tiles = _training_tiles(config, images, masks, config.malis_steps, config.seed + 1)
     return fine_tune_merges(
         network, tiles, _loss(config), weight=config.malis_weight,
         learning_rate=config.malis_learning_rate, state_path=run_dir / "malis" / "model.keras",
