@@ -21,7 +21,7 @@ class TrainConfig:
     """Everything that defines a training run.
 
     The defaults are the CPU configuration of `make train`, chosen by
-    measurement on a 2-core machine (see the README); `TrainConfig.for_gpu()`
+    measurement on a 2-core machine (see docs/results.md); `TrainConfig.for_gpu()`
     gives the larger GPU configuration and `TrainConfig.auto()` picks one of
     the two for the device Keras sees.
     """

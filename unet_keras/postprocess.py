@@ -29,7 +29,7 @@ of nine runs covering the whole training stack (six folds, held-out slices
 0-4, 5-9, ..., 25-29; marker thresholds 0.02-0.3, sizes 0-50, merge levels
 0.5-0.8), and checked by nested cross-validation: chosen on five folds and
 scored on the sixth, they beat the earlier marker threshold 0.1 with size 20
-(see the README).
+(see docs/results.md).
 """
 
 import cv2
