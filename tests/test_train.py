@@ -31,7 +31,8 @@ def test_short_run_writes_every_file(tmp_path, isbi_data):
     for name in ("config.json", "history.csv", "model.keras", "model_fit.keras", "curves.png",
                  "metrics.json"):
         assert (run / name).is_file(), name
-    assert not (run / "backup").exists() and not (run / "malis").exists()  # run finished
+    for leftover in ("backup", "malis", "progress.json"):  # the run is complete
+        assert not (run / leftover).exists(), leftover
     assert metrics["malis_seconds"] > 0
     assert TrainConfig.from_json((run / "config.json").read_text()) == config
     val = tifffile.imread(run / "predictions" / "val.tif")
@@ -137,6 +138,65 @@ def test_run_interrupted_in_the_fine_tuning_resumes_it(tmp_path, isbi_data):
     tuned = keras.models.load_model(config.run_dir / "model.keras")
     assert isinstance(tuned.loss, MergeWeightedLoss)  # reloads without custom_objects
     assert len(read_history(config.run_dir / "history.csv")["loss"]) == 2
+
+
+class InterruptAtTheEnd(keras.callbacks.Callback):
+    """A Ctrl-C just after `fit`'s last callbacks: `BackupAndRestore` has
+    deleted its backup, and the fine-tuning has not begun."""
+
+    def on_train_end(self, logs=None):
+        raise Interrupt
+
+
+def interrupt_before_the_backup_is_deleted(self, logs=None):
+    raise Interrupt
+
+
+@pytest.mark.parametrize("backup_deleted", [True, False])
+def test_run_stopped_as_the_epochs_end_does_not_train_them_again(
+    tmp_path, isbi_data, monkeypatch, backup_deleted
+):
+    config = tiny_config(tmp_path, isbi_data, overlays=False)
+    with monkeypatch.context() as patch, pytest.raises(Interrupt):
+        if backup_deleted:
+            train(config, extra_callbacks=[InterruptAtTheEnd()], verbose=0)
+        else:
+            patch.setattr(keras.callbacks.BackupAndRestore, "on_train_end",
+                          interrupt_before_the_backup_is_deleted)
+            train(config, verbose=0)
+    assert (config.run_dir / "backup").is_dir() != backup_deleted
+    assert not (config.run_dir / "malis").exists()
+
+    recorder = EpochRecorder()
+    metrics = train(config, extra_callbacks=[recorder], verbose=0)
+    assert recorder.epochs == [] and recorder.batches == [0, 1]  # only the fine-tuning
+    assert metrics["train_seconds"] > 0 and metrics["malis_seconds"] > 0
+    assert (config.run_dir / "model_fit.keras").is_file()
+    for leftover in ("backup", "malis", "progress.json"):
+        assert not (config.run_dir / leftover).exists(), leftover
+
+
+def test_run_stopped_while_predicting_keeps_its_model(tmp_path, isbi_data, monkeypatch):
+    """The model is final: a restart predicts again and trains nothing."""
+    import unet_keras.train
+
+    def interrupt(*args, **kwargs):
+        raise Interrupt
+
+    config = tiny_config(tmp_path, isbi_data, overlays=False)
+    with monkeypatch.context() as patch, pytest.raises(Interrupt):
+        patch.setattr(unet_keras.train, "_predict", interrupt)
+        train(config, verbose=0)
+    tuned = keras.models.load_model(config.run_dir / "model.keras").get_weights()
+
+    recorder = EpochRecorder()
+    metrics = train(config, extra_callbacks=[recorder], verbose=0)
+    assert recorder.epochs == recorder.batches == []
+    assert metrics["train_seconds"] > 0 and metrics["malis_seconds"] > 0
+    kept = keras.models.load_model(config.run_dir / "model.keras").get_weights()
+    assert all(np.array_equal(a, b) for a, b in zip(kept, tuned))
+    assert (config.run_dir / "metrics.json").is_file()
+    assert not (config.run_dir / "progress.json").exists()
 
 
 def test_restart_without_the_fine_tuning_keeps_the_epochs(tmp_path, isbi_data):

@@ -13,9 +13,11 @@ and the Python API, and `train`, which writes a complete run folder.
         predictions/*_watershed.tif  both with the gaps closed (postprocess.py)
         overlays/*.png         held-out predictions over the images, with error maps
         backup/, malis/        the state of an unfinished run's epochs, fine-tuning
+        progress.json          the stages an unfinished run has finished
 
-Starting `train` again with the same run folder resumes an interrupted run from
-its last finished epoch instead of starting over.
+Starting `train` again with the same run folder resumes an interrupted run where
+it stopped: from its last finished epoch, from the fine-tuning's last saved
+step, or, once the model is final, with the predictions.
 """
 
 import json
@@ -45,6 +47,7 @@ from unet_keras.model import build_unet, valid_output_size
 from unet_keras.pipeline import PerOutputDataset, TileDataset
 from unet_keras.plots import plot_history, read_history, save_overlays
 from unet_keras.postprocess import watershed_membranes
+from unet_keras.progress import PROGRESS, RecordEpochsDone, read_progress, record_progress
 from unet_keras.tensorflow_env import check_weights_not_frozen
 from unet_keras.weights import border_weight_maps
 
@@ -137,7 +140,9 @@ def _best_so_far(history_csv, monitor):
 
 def _callbacks(config, run_dir, resuming, extra_callbacks, monitor="val_dice"):
     best = _best_so_far(run_dir / "history.csv", monitor) if resuming else None
-    callbacks = [keras.callbacks.BackupAndRestore(str(run_dir / "backup"))]
+    callbacks = [
+        RecordEpochsDone(run_dir), keras.callbacks.BackupAndRestore(str(run_dir / "backup"))
+    ]
     if config.ema:
         # Before ModelCheckpoint: validation and the checkpoint see the averaged weights.
         callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
@@ -256,11 +261,13 @@ def train(config=None, extra_callbacks=(), verbose=1):
         check_weights_not_frozen()
     say = print if verbose else (lambda *a, **k: None)
     run_dir = config.run_dir
-    resuming = (run_dir / "backup").is_dir()
-    fitted = (run_dir / "malis").is_dir()  # the fine-tuning had begun: the epochs are done
-    if resuming or fitted:
-        stage = "fine-tuning against merges" if fitted else "run"
-        say(f"Resuming the interrupted {stage} in {run_dir}/ from its backup.")
+    progress = read_progress(run_dir)
+    resuming = "train_seconds" not in progress and (run_dir / "backup").is_dir()
+    if resuming:
+        say(f"Resuming the interrupted run in {run_dir}/ from its backup.")
+    elif progress:
+        left = "predictions" if "malis_seconds" in progress else "fine-tuning against merges"
+        say(f"Resuming the interrupted run in {run_dir}/ with its {left}.")
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.json").write_text(config.to_json())
 
@@ -282,34 +289,35 @@ def train(config=None, extra_callbacks=(), verbose=1):
             config, images, masks, model.output_names
         )
         dice = dice_key(model)
-        malis_dir = run_dir / "malis"
-        if fitted:
-            train_seconds = json.loads((malis_dir / "fit.json").read_text())
-        else:
+        if "train_seconds" not in progress:
             callbacks = _callbacks(config, run_dir, resuming, extra_callbacks, f"val_{dice}")
-            start = time.perf_counter()
             model.fit(
                 train_data, validation_data=val_data, epochs=config.epochs,
                 callbacks=callbacks, verbose=verbose,
             )
-            train_seconds = time.perf_counter() - start
+            progress = read_progress(run_dir)
+        # Left only by a run stopped between the two first callbacks' on_train_end.
+        shutil.rmtree(run_dir / "backup", ignore_errors=True)
         # The best epoch's model (model.keras until the fine-tuning ends) without its side
         # outputs. Uncompiled: a float16 run's loss-scale optimiser state would not load
         # into a plain one.
         network = prediction_network(
             keras.models.load_model(run_dir / "model.keras", compile=False)
         )
-        malis_seconds = 0.0
-        if config.malis_steps:
-            if not fitted:
-                malis_dir.mkdir()
-                (malis_dir / "fit.json").write_text(json.dumps(train_seconds))
-                shutil.copyfile(run_dir / "model.keras", run_dir / "model_fit.keras")
-            start = time.perf_counter()
-            network = _fine_tune(config, network, images[train_idx], masks[train_idx],
-                                 run_dir, jit, extra_callbacks, verbose)
-            malis_seconds = time.perf_counter() - start
-            network.save(run_dir / "model.keras")
+        malis_dir = run_dir / "malis"
+        if "malis_seconds" not in progress:
+            malis_seconds = 0.0
+            if config.malis_steps:
+                if not malis_dir.is_dir():  # not begun: model.keras is the best epoch's
+                    shutil.copyfile(run_dir / "model.keras", run_dir / "model_fit.keras")
+                    malis_dir.mkdir()
+                start = time.perf_counter()
+                network = _fine_tune(config, network, images[train_idx], masks[train_idx],
+                                     run_dir, jit, extra_callbacks, verbose)
+                malis_seconds = time.perf_counter() - start
+                network.save(run_dir / "model.keras")
+            record_progress(run_dir, malis_seconds=malis_seconds)
+            progress = read_progress(run_dir)
         shutil.rmtree(malis_dir, ignore_errors=True)  # also after a restart with malis_steps=0
     finally:
         keras.config.set_dtype_policy(previous_policy)
@@ -324,7 +332,8 @@ def train(config=None, extra_callbacks=(), verbose=1):
     predictions.mkdir(exist_ok=True)
     metrics = {
         "device": str(device), "precision": precision, "xla": jit,
-        "train_seconds": round(train_seconds, 1), "malis_seconds": round(malis_seconds, 1),
+        "train_seconds": round(progress["train_seconds"], 1),
+        "malis_seconds": round(progress["malis_seconds"], 1),
         "train_slices": [int(i) for i in train_idx], "val_slices": [int(i) for i in val_idx],
         "tta": config.tta,
     }
@@ -344,6 +353,7 @@ def train(config=None, extra_callbacks=(), verbose=1):
     tifffile.imwrite(predictions / "test_watershed.tif", watershed_membranes(test_prob))
     metrics["predict_seconds"] = round(time.perf_counter() - start, 1)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_to_builtin))
+    (run_dir / PROGRESS).unlink()  # the run is complete: starting it again trains afresh
     if verbose:
         print(format_scores(metrics))
         print(f"Everything is in {run_dir}/ (model.keras, metrics.json, predictions/, overlays/).")

@@ -1,0 +1,23 @@
+"""The record of a run's finished stages."""
+
+import json
+
+from unet_keras.progress import PROGRESS, read_progress, record_progress
+
+
+def test_stages_are_added_to_the_record(tmp_path):
+    assert read_progress(tmp_path) == {}  # a new run
+    record_progress(tmp_path, train_seconds=12.5)
+    record_progress(tmp_path, malis_seconds=3.0)
+    assert read_progress(tmp_path) == {"train_seconds": 12.5, "malis_seconds": 3.0}
+    assert json.loads((tmp_path / PROGRESS).read_text()) == read_progress(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [PROGRESS]  # no partial file left
+
+
+def test_a_run_folder_of_an_earlier_version_is_read(tmp_path):
+    """It marked the epochs done with `malis/fit.json` (their seconds)."""
+    (tmp_path / "malis").mkdir()
+    (tmp_path / "malis" / "fit.json").write_text("42.0")
+    assert read_progress(tmp_path) == {"train_seconds": 42.0}
+    record_progress(tmp_path, malis_seconds=3.0)
+    assert read_progress(tmp_path) == {"train_seconds": 42.0, "malis_seconds": 3.0}

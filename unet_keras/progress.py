@@ -1,0 +1,68 @@
+"""The stages of a run that are finished, so that `train` resumes an interrupted
+run where it stopped.
+
+A run folder's `progress.json` gains `train_seconds` when the epochs end and
+`malis_seconds` when the fine-tuning against merges ends; `train` deletes it
+once `metrics.json` is written. Inside a stage, Keras's `BackupAndRestore`
+(the epochs) and `malis/` (the fine-tuning) hold the state to resume from.
+"""
+
+import json
+import time
+from pathlib import Path
+
+import keras
+
+PROGRESS = "progress.json"
+
+
+def read_progress(run_dir):
+    """The finished stages of the run in `run_dir`.
+
+    Args:
+        run_dir: A run folder.
+
+    Returns:
+        A dict with `train_seconds` once the epochs are done and
+        `malis_seconds` once the fine-tuning is; empty for a new or a
+        complete run.
+    """
+    path = Path(run_dir) / PROGRESS
+    if path.is_file():
+        return json.loads(path.read_text())
+    older = Path(run_dir) / "malis" / "fit.json"  # how earlier versions marked the epochs done
+    return {"train_seconds": json.loads(older.read_text())} if older.is_file() else {}
+
+
+def record_progress(run_dir, **stages):
+    """Adds finished stages (`name=seconds`) to `run_dir/progress.json`."""
+    run_dir = Path(run_dir)
+    progress = {**read_progress(run_dir), **stages}
+    # Written beside and renamed: a Ctrl-C leaves the old file or the new one, not half of one.
+    partial = run_dir / f"{PROGRESS}.partial"
+    partial.write_text(json.dumps(progress))
+    partial.replace(run_dir / PROGRESS)
+
+
+class RecordEpochsDone(keras.callbacks.Callback):
+    """Records `train_seconds` when `fit` ends.
+
+    Put it before `BackupAndRestore` in the callbacks: Keras calls them in
+    order, so the epochs are recorded as done before the backup is deleted,
+    and a run stopped in between resumes with the fine-tuning instead of
+    training its epochs again.
+
+    Args:
+        run_dir: The run folder.
+    """
+
+    def __init__(self, run_dir):
+        super().__init__()
+        self.run_dir = run_dir
+        self.start = time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        self.start = time.perf_counter()
+
+    def on_train_end(self, logs=None):
+        record_progress(self.run_dir, train_seconds=time.perf_counter() - self.start)
