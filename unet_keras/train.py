@@ -353,7 +353,7 @@ def train(config=None, extra_callbacks=(), verbose=1):
     tifffile.imwrite(predictions / "test_watershed.tif", watershed_membranes(test_prob))
     metrics["predict_seconds"] = round(time.perf_counter() - start, 1)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_to_builtin))
-    (run_dir / PROGRESS).unlink()  # the run is complete: starting it again trains afresh
+    (run_dir / PROGRESS).unlink(missing_ok=True)  # complete: a new start trains afresh
     if verbose:
         print(format_scores(metrics))
         print(f"Everything is in {run_dir}/ (model.keras, metrics.json, predictions/, overlays/).")
