@@ -8,8 +8,8 @@ from unet_keras.progress import PROGRESS, read_progress, record_progress
 def test_stages_are_added_to_the_record(tmp_path):
     assert read_progress(tmp_path) == {}  # a new run
     record_progress(tmp_path, train_seconds=12.5)
-    record_progress(tmp_path, malis_seconds=3.0)
-    assert read_progress(tmp_path) == {"train_seconds": 12.5, "malis_seconds": 3.0}
+    returned = record_progress(tmp_path, malis_seconds=3.0)
+    assert read_progress(tmp_path) == returned == {"train_seconds": 12.5, "malis_seconds": 3.0}
     assert json.loads((tmp_path / PROGRESS).read_text()) == read_progress(tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == [PROGRESS]  # no partial file left
 

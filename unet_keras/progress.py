@@ -35,13 +35,18 @@ def read_progress(run_dir):
 
 
 def record_progress(run_dir, **stages):
-    """Adds finished stages (`name=seconds`) to `run_dir/progress.json`."""
+    """Adds finished stages (`name=seconds`) to `run_dir/progress.json`.
+
+    Returns:
+        The record with them, as `read_progress` now returns it.
+    """
     run_dir = Path(run_dir)
     progress = {**read_progress(run_dir), **stages}
     # Written beside and renamed: a Ctrl-C leaves the old file or the new one, not half of one.
     partial = run_dir / f"{PROGRESS}.partial"
     partial.write_text(json.dumps(progress))
     partial.replace(run_dir / PROGRESS)
+    return progress
 
 
 class RecordEpochsDone(keras.callbacks.Callback):
@@ -59,7 +64,6 @@ class RecordEpochsDone(keras.callbacks.Callback):
     def __init__(self, run_dir):
         super().__init__()
         self.run_dir = run_dir
-        self.start = time.perf_counter()
 
     def on_train_begin(self, logs=None):
         self.start = time.perf_counter()

@@ -316,8 +316,7 @@ def train(config=None, extra_callbacks=(), verbose=1):
                                      run_dir, jit, extra_callbacks, verbose)
                 malis_seconds = time.perf_counter() - start
                 network.save(run_dir / "model.keras")
-            record_progress(run_dir, malis_seconds=malis_seconds)
-            progress = read_progress(run_dir)
+            progress = record_progress(run_dir, malis_seconds=malis_seconds)
         shutil.rmtree(malis_dir, ignore_errors=True)  # also after a restart with malis_steps=0
     finally:
         keras.config.set_dtype_policy(previous_policy)
