@@ -6,6 +6,8 @@ from unet_keras.backend_utils import (
     DeviceInfo,
     KeepFreedMemory,
     choose_precision,
+    computes_bfloat16_on_cpu,
+    cpu_has_bfloat16,
     detect_device,
     supports_jit,
 )
@@ -31,6 +33,31 @@ def test_precision_follows_the_device():
     assert choose_precision("mixed_float16", CPU) == "mixed_float16"
     with pytest.raises(ValueError, match="mixed_precision"):
         choose_precision("fp8", CPU)
+
+
+@pytest.mark.parametrize(
+    "flags, expected",
+    [
+        ("fpu sse2 avx2 avx512f avx512_vnni avx512_bf16 vaes", True),  # the AMD EPYC here
+        ("fpu avx2 avx512f amx_bf16 amx_tile amx_int8", True),  # Sapphire Rapids
+        ("fpu sse2 avx2 fma avx512f avx512_vnni", False),  # AVX-512 without bfloat16
+        ("fpu sse2 avx2 fma", False),
+    ],
+)
+def test_cpu_bfloat16_from_the_cpu_flags(tmp_path, flags, expected):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: x\nflags\t\t: {flags}\nbugs\t\t: z\n")
+    assert cpu_has_bfloat16(cpuinfo) is expected
+    assert cpu_has_bfloat16(tmp_path / "absent") is False  # no /proc: not Linux
+
+
+def test_bfloat16_cpu_only_with_tensorflow_on_a_cpu(monkeypatch):
+    monkeypatch.setattr("unet_keras.backend_utils.cpu_has_bfloat16", lambda: True)
+    assert not computes_bfloat16_on_cpu(AMPERE)  # a GPU: the GPU preset
+    assert not computes_bfloat16_on_cpu(DeviceInfo("torch", "CPU", "host", bf16=False))
+    assert not computes_bfloat16_on_cpu(DeviceInfo("jax", "CPU", "host", bf16=False))
+    monkeypatch.setattr("unet_keras.backend_utils.cpu_has_bfloat16", lambda: False)
+    assert not computes_bfloat16_on_cpu(CPU)
 
 
 def test_xla_only_on_gpus_of_backends_that_compile():

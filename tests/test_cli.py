@@ -30,6 +30,18 @@ def test_train_options_mirror_the_config():
     assert (args.filters, args.tta, args.val_slices, args.learning_rate) == (8, False, [0, 1], 0.01)
 
 
+def test_train_presets(monkeypatch):
+    import unet_keras.train
+
+    seen = []
+    monkeypatch.setattr(unet_keras.train, "train", lambda config, verbose: seen.append(config))
+    for preset in ("cpu", "cpu-bf16", "gpu"):
+        assert main(["train", "--preset", preset, "--epochs", "3"]) == 0
+    assert [(c.filters, c.epochs, c.mixed_precision) for c in seen] == [
+        (16, 3, "auto"), (32, 3, "mixed_bfloat16"), (32, 3, "auto")
+    ]
+
+
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("model") / "tiny.keras"

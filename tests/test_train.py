@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from unet_keras.backend_utils import DeviceInfo
 from unet_keras.plots import read_history
 from unet_keras.train import TrainConfig, _callbacks, format_scores, train
 
@@ -323,6 +324,25 @@ def test_train_refuses_weights_assumed_frozen(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"):
         train(config, verbose=0)
     assert not (tmp_path / "default").exists()  # refused before anything was written
+
+
+@pytest.mark.parametrize(
+    "kind, bfloat16_cpu, filters, precision",
+    [("GPU", False, 32, "auto"), ("CPU", True, 32, "mixed_bfloat16"), ("CPU", False, 16, "auto")],
+)
+def test_auto_picks_the_preset_for_the_machine(monkeypatch, kind, bfloat16_cpu, filters, precision):
+    device = DeviceInfo("tensorflow", kind, "x", bf16=False)
+    monkeypatch.setattr("unet_keras.config.detect_device", lambda: device)
+    monkeypatch.setattr("unet_keras.config.computes_bfloat16_on_cpu", lambda d: bfloat16_cpu)
+    config = TrainConfig.auto(seed=3)
+    assert (config.filters, config.mixed_precision, config.seed) == (filters, precision, 3)
+    assert config.tile_size == (384 if kind == "GPU" else 256)
+
+
+def test_bfloat16_cpu_preset_is_the_default_wider_and_longer():
+    base, wide = TrainConfig(), TrainConfig.for_bfloat16_cpu(epochs=2)
+    assert (wide.filters, wide.epochs, wide.mixed_precision) == (32, 2, "mixed_bfloat16")
+    assert wide.steps_per_epoch == base.steps_per_epoch and wide.tile_size == base.tile_size
 
 
 def test_config_validation():

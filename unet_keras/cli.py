@@ -48,8 +48,13 @@ def _train(args):
         config = TrainConfig.for_gpu(**overrides)
     elif args.preset == "cpu":
         config = TrainConfig(**overrides)
+    elif args.preset == "cpu-bf16":
+        config = TrainConfig.for_bfloat16_cpu(**overrides)
     else:
         config = TrainConfig.auto(**overrides)
+        if args.verbose and config == TrainConfig.for_bfloat16_cpu(**overrides):
+            print("This CPU computes in bfloat16, so the run takes the wider CPU preset "
+                  "(--preset cpu-bf16); --preset cpu is the smaller one, 3x faster.")
     train(config, verbose=args.verbose)
 
 
@@ -187,8 +192,9 @@ def make_parser():
     p.set_defaults(run=_download)
 
     p = commands.add_parser("train", help="train on ISBI 2012, predict and score (a run folder)")
-    p.add_argument("--preset", choices=("auto", "cpu", "gpu"), default="auto",
-                   help="the CPU or GPU default configuration (auto: by the device)")
+    p.add_argument("--preset", choices=("auto", "cpu", "cpu-bf16", "gpu"), default="auto",
+                   help="the default configuration for a CPU, a CPU that computes in "
+                        "bfloat16, or a GPU (auto: by the machine)")
     p.add_argument("--config", help="a config.json of an earlier run to start from")
     p.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (0, 1, 2)")
     _add_config_arguments(p)
