@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 RUNTIME := $(VENV)/.runtime-installed
 STAMP := $(VENV)/.dev-installed
 RUN ?= default
+PRESET ?= auto
 
 .PHONY: install install-dev test lint test-tf test-torch test-jax train notebooks bench clean
 
@@ -52,8 +53,9 @@ test-jax: $(JAX_STAMP)
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -ra -m backends
 
 # The main job: download ISBI 2012, train, predict and score into runs/$(RUN)/.
+# PRESET=cpu, cpu-bf16 or gpu overrides the configuration picked for the machine.
 train: $(RUNTIME)
-	$(BIN)/python -m unet_keras train --name $(RUN)
+	$(BIN)/python -m unet_keras train --name $(RUN) --preset $(PRESET)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m unet_keras.notebook_runner notebooks notebooks/executed
