@@ -147,8 +147,9 @@ class TrainConfig:
 
         Four times the default's FLOPs per step and twice the steps, at
         1.4x the float32 speed: about 16 minutes of `make train` on the 2-core
-        AVX-512 machine of December 2026, where the default takes 5. There it
-        scored higher on every fold it was compared on (docs/results.md).
+        AVX-512 machine of December 2026, where the default takes 5. There its
+        mean over eight runs on five folds was higher, raw and with the
+        watershed (docs/results.md).
         """
         values = dict(filters=32, epochs=20, mixed_precision="mixed_bfloat16")
         return cls(**{**values, **overrides})
