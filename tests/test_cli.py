@@ -30,16 +30,23 @@ def test_train_options_mirror_the_config():
     assert (args.filters, args.tta, args.val_slices, args.learning_rate) == (8, False, [0, 1], 0.01)
 
 
-def test_train_presets(monkeypatch):
+def test_train_presets(monkeypatch, capsys):
     import unet_keras.train
+    from unet_keras.config import PRESETS, TrainConfig
 
     seen = []
     monkeypatch.setattr(unet_keras.train, "train", lambda config, verbose: seen.append(config))
-    for preset in ("cpu", "cpu-bf16", "gpu"):
+    for preset in PRESETS:  # every preset is a choice of --preset
         assert main(["train", "--preset", preset, "--epochs", "3"]) == 0
     assert [(c.filters, c.epochs, c.mixed_precision) for c in seen] == [
         (16, 3, "auto"), (32, 3, "mixed_bfloat16"), (32, 3, "auto")
     ]
+    assert capsys.readouterr().out == ""  # a preset asked for by name is not announced
+    monkeypatch.setattr(TrainConfig, "machine_preset", staticmethod(lambda: "cpu-bf16"))
+    assert main(["train", "--epochs", "3"]) == 0
+    assert seen[-1] == TrainConfig.for_bfloat16_cpu(epochs=3)
+    announced = capsys.readouterr().out
+    assert "cpu-bf16 preset, picked for this machine (--preset cpu or gpu" in announced
 
 
 @pytest.fixture(scope="module")

@@ -339,6 +339,14 @@ def test_auto_picks_the_preset_for_the_machine(monkeypatch, kind, bfloat16_cpu, 
     assert config.tile_size == (384 if kind == "GPU" else 256)
 
 
+def test_presets_by_name():
+    assert TrainConfig.from_preset("cpu", seed=2) == TrainConfig(seed=2)
+    assert TrainConfig.from_preset("cpu-bf16") == TrainConfig.for_bfloat16_cpu()
+    assert TrainConfig.from_preset("gpu") == TrainConfig.for_gpu()
+    with pytest.raises(ValueError, match="'auto' or one of"):
+        TrainConfig.from_preset("tpu")
+
+
 def test_bfloat16_cpu_preset_is_the_default_wider_and_longer():
     base, wide = TrainConfig(), TrainConfig.for_bfloat16_cpu(epochs=2)
     assert (wide.filters, wide.epochs, wide.mixed_precision) == (32, 2, "mixed_bfloat16")

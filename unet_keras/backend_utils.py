@@ -14,6 +14,8 @@ from pathlib import Path
 
 import keras
 
+from unet_keras.tensorflow_env import onednn_enabled
+
 
 @dataclass(frozen=True)
 class DeviceInfo:
@@ -125,8 +127,6 @@ def computes_bfloat16_on_cpu(device):
     """
     if device.kind != "CPU" or device.backend != "tensorflow" or not cpu_has_bfloat16():
         return False
-    from unet_keras.tensorflow_env import onednn_enabled
-
     return onednn_enabled() is True
 
 

@@ -35,6 +35,7 @@ def _add_config_arguments(parser):
 
 
 def _train(args):
+    from unet_keras.config import PRESETS
     from unet_keras.train import TrainConfig, train
 
     overrides = {
@@ -44,17 +45,14 @@ def _train(args):
     }
     if args.config:
         config = TrainConfig(**{**json.loads(Path(args.config).read_text()), **overrides})
-    elif args.preset == "gpu":
-        config = TrainConfig.for_gpu(**overrides)
-    elif args.preset == "cpu":
-        config = TrainConfig(**overrides)
-    elif args.preset == "cpu-bf16":
-        config = TrainConfig.for_bfloat16_cpu(**overrides)
     else:
-        config = TrainConfig.auto(**overrides)
-        if args.verbose and config == TrainConfig.for_bfloat16_cpu(**overrides):
-            print("This CPU computes in bfloat16, so the run takes the wider CPU preset "
-                  "(--preset cpu-bf16); --preset cpu is the smaller one, 3x faster.")
+        preset = args.preset
+        if preset == "auto":
+            preset = TrainConfig.machine_preset()
+            if args.verbose:
+                print(f"The {preset} preset, picked for this machine (--preset "
+                      f"{' or '.join(p for p in PRESETS if p != preset)} to choose another).")
+        config = TrainConfig.from_preset(preset, **overrides)
     train(config, verbose=args.verbose)
 
 
@@ -192,6 +190,7 @@ def make_parser():
     p.set_defaults(run=_download)
 
     p = commands.add_parser("train", help="train on ISBI 2012, predict and score (a run folder)")
+    # config.PRESETS, written out: importing config would load Keras for `--help`.
     p.add_argument("--preset", choices=("auto", "cpu", "cpu-bf16", "gpu"), default="auto",
                    help="the default configuration for a CPU, a CPU that computes in "
                         "bfloat16, or a GPU (auto: by the machine)")

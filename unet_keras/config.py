@@ -14,6 +14,7 @@ ARCHITECTURES = ("unet", "unet++", "unet3+")
 LOSSES = ("bce", "dice", "bce_dice", "bce_cldice", "weighted_ce")
 OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
+PRESETS = ("cpu", "cpu-bf16", "gpu")  # TrainConfig(), .for_bfloat16_cpu(), .for_gpu()
 
 
 @dataclass
@@ -154,17 +155,30 @@ class TrainConfig:
         values = dict(filters=32, epochs=20, mixed_precision="mixed_bfloat16")
         return cls(**{**values, **overrides})
 
-    @classmethod
-    def auto(cls, **overrides):
-        """The configuration for this machine: the GPU one when Keras sees a
-        GPU, the bfloat16 CPU one on a CPU that computes in bfloat16, else the
-        default CPU one."""
+    @staticmethod
+    def machine_preset():
+        """The preset for this machine: `"gpu"` when Keras sees a GPU,
+        `"cpu-bf16"` on a CPU that computes in bfloat16, else `"cpu"`."""
         device = detect_device()
         if device.kind == "GPU":
-            return cls.for_gpu(**overrides)
-        if computes_bfloat16_on_cpu(device):
-            return cls.for_bfloat16_cpu(**overrides)
-        return cls(**overrides)
+            return "gpu"
+        return "cpu-bf16" if computes_bfloat16_on_cpu(device) else "cpu"
+
+    @classmethod
+    def from_preset(cls, preset, **overrides):
+        """The configuration of a preset, `"auto"` (`machine_preset()`) or one
+        of `PRESETS`, with some fields overridden."""
+        builders = {"cpu": cls, "cpu-bf16": cls.for_bfloat16_cpu, "gpu": cls.for_gpu}
+        if preset == "auto":
+            preset = cls.machine_preset()
+        if preset not in builders:
+            raise ValueError(f"`preset` must be 'auto' or one of {PRESETS}, got {preset!r}.")
+        return builders[preset](**overrides)
+
+    @classmethod
+    def auto(cls, **overrides):
+        """The configuration for this machine (see `machine_preset`)."""
+        return cls.from_preset("auto", **overrides)
 
     @property
     def run_dir(self):
