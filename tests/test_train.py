@@ -217,6 +217,25 @@ def test_restart_without_the_fine_tuning_keeps_the_epochs(tmp_path, isbi_data):
     assert all(np.array_equal(a, b) for a, b in zip(kept, fit_weights))
 
 
+def test_time_budget_shortens_the_run_and_a_restart_keeps_its_steps(tmp_path, isbi_data):
+    """A budget smaller than the fixed costs leaves the run half its steps; a
+    restart with a budget that would fit them all resumes the same run."""
+    config = tiny_config(tmp_path, isbi_data, steps_per_epoch=4, overlays=False,
+                         time_budget_minutes=0.01)
+    with pytest.raises(Interrupt):
+        train(config, extra_callbacks=[InterruptAt(epoch=1, step=0)], verbose=0)
+    saved = TrainConfig.from_json((config.run_dir / "config.json").read_text())
+    assert (saved.steps_per_epoch, saved.malis_steps) == (2, 1)
+
+    recorder = EpochRecorder()
+    train(dataclasses.replace(config, time_budget_minutes=60), extra_callbacks=[recorder],
+          verbose=0)
+    assert recorder.epochs == [1] and recorder.batches == [0, 1, 0]  # epoch 1, fine-tuning
+    saved = TrainConfig.from_json((config.run_dir / "config.json").read_text())
+    assert (saved.steps_per_epoch, saved.malis_steps) == (2, 1)
+    assert len(read_history(config.run_dir / "history.csv")["loss"]) == 2
+
+
 def test_weighted_loss_with_the_valid_network(tmp_path, isbi_data):
     """The paper's setting: valid convolutions, border weight maps as sample weights."""
     config = tiny_config(

@@ -67,6 +67,9 @@ class TrainConfig:
     malis_steps: int = 150  # 0: off
     malis_weight: float = 0.5
     malis_learning_rate: float = 2e-4
+    # Minutes for the whole `train` call (0: no limit). A slower machine trains fewer
+    # steps of every epoch and of the fine-tuning to end in time (budget.py).
+    time_budget_minutes: float = 0.0
     # Hardware.
     mixed_precision: str = "auto"
     jit_compile: str = "auto"  # "auto" (XLA on GPUs), "on" or "off"
@@ -95,6 +98,11 @@ class TrainConfig:
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)!r}.")
         self._check_malis_options()
+        if self.time_budget_minutes < 0:
+            raise ValueError(
+                f"`time_budget_minutes` must be >= 0 (0 = no limit), got "
+                f"{self.time_budget_minutes!r}."
+            )
         if not 0 <= self.ema < 1:
             raise ValueError(
                 f"`ema` is the momentum of the weight average, in [0, 1) (0 = off), "

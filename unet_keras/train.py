@@ -20,6 +20,7 @@ it stopped: from its last finished epoch, from the fine-tuning's last saved
 step, or, once the model is final, with the predictions.
 """
 
+import dataclasses
 import json
 import shutil
 import time
@@ -34,6 +35,7 @@ from unet_keras.backend_utils import (
     detect_device,
     supports_jit,
 )
+from unet_keras.budget import describe_fit, fit_to_budget, time_training_step
 from unet_keras.config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: F401 (the API)
 from unet_keras.datasets import download_isbi2012, load_isbi2012, split_slices
 from unet_keras.evaluate import score_isbi
@@ -224,6 +226,24 @@ def _predict(model, images, config):
     )[..., 0]
 
 
+def _within_budget(config, images, masks, jit, restarting, say):
+    """`config` with as many steps as fit its time budget (`budget.fit_to_budget`),
+    timed on a throwaway copy of its model. A restarted run keeps the steps it
+    started with, which its `config.json` holds."""
+    saved = config.run_dir / "config.json"
+    if restarting and saved.is_file():
+        started = TrainConfig.from_json(saved.read_text())
+        return dataclasses.replace(
+            config, steps_per_epoch=started.steps_per_epoch, malis_steps=started.malis_steps
+        )
+    probe = compile_model(build_model(config), config, jit_compile=jit)
+    batch = _datasets(config, images, masks, probe.output_names)[2][0]
+    step_seconds = time_training_step(probe, batch)
+    fitted = fit_to_budget(config, step_seconds)
+    say(describe_fit(config, fitted, step_seconds))
+    return fitted
+
+
 def _fine_tune(config, network, images, masks, run_dir, jit, callbacks, verbose):
     """`config.malis_steps` steps of `malis.fine_tune_merges` on fresh tiles,
     resumable from `run_dir/malis/`."""
@@ -269,7 +289,6 @@ def train(config=None, extra_callbacks=(), verbose=1):
         left = "predictions" if "malis_seconds" in progress else "fine-tuning against merges"
         say(f"Resuming the interrupted run in {run_dir}/ with its {left}.")
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(config.to_json())
 
     device = detect_device()
     precision = choose_precision(config.mixed_precision, device)
@@ -284,6 +303,10 @@ def train(config=None, extra_callbacks=(), verbose=1):
     previous_policy = keras.config.dtype_policy()
     keras.config.set_dtype_policy(precision)
     try:
+        if config.time_budget_minutes:
+            config = _within_budget(config, images, masks, jit, resuming or bool(progress), say)
+            keras.utils.set_random_seed(config.seed)  # the same start as without a budget
+        (run_dir / "config.json").write_text(config.to_json())
         model = compile_model(build_model(config), config, jit_compile=jit)
         train_idx, val_idx, train_data, val_data = _datasets(
             config, images, masks, model.output_names

@@ -1,0 +1,75 @@
+"""A time budget shortens the steps of a run that would not fit, and no others."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from unet_keras.budget import (
+    SHORTEST,
+    describe_fit,
+    estimate_seconds,
+    fit_to_budget,
+    time_training_step,
+)
+from unet_keras.config import TrainConfig
+
+
+def test_a_run_that_fits_is_left_alone():
+    config = TrainConfig(time_budget_minutes=17)
+    assert estimate_seconds(config, 0.3) < 17 * 60
+    assert fit_to_budget(config, 0.3) is config
+    assert "within the budget of 17" in describe_fit(config, config, 0.3)
+
+
+def test_no_budget_means_no_limit():
+    config = TrainConfig()  # time_budget_minutes=0
+    assert fit_to_budget(config, 100.0) is config
+
+
+def test_a_slower_machine_trains_fewer_steps_that_fit():
+    # 1.37 s per step: the default's 500 steps and 150 of fine-tuning on the slower
+    # AVX2 machine of December 2026, about 21 minutes.
+    config = TrainConfig(time_budget_minutes=17)
+    assert estimate_seconds(config, 1.37) > 20 * 60
+    fitted = fit_to_budget(config, 1.37)
+    assert fitted.epochs == config.epochs  # the same schedule, shorter epochs
+    assert 0.7 < fitted.steps_per_epoch / config.steps_per_epoch < 0.85
+    # One factor for both stages (within the rounding down of each).
+    assert abs(fitted.malis_steps / 150 - fitted.steps_per_epoch / 50) < 0.03
+    assert 16 * 60 < estimate_seconds(fitted, 1.37) <= 17 * 60
+    assert dataclasses.replace(fitted, steps_per_epoch=50, malis_steps=150) == config
+    text = describe_fit(config, fitted, 1.37)
+    assert "500 steps and 150 of fine-tuning take about 21 minutes" in text
+    assert f"leaves {10 * fitted.steps_per_epoch} steps and {fitted.malis_steps}" in text
+    assert "still" not in text
+
+
+def test_a_budget_too_small_keeps_half_the_steps_and_says_it_overruns():
+    config = TrainConfig(time_budget_minutes=5)
+    fitted = fit_to_budget(config, 1.37)
+    assert fitted.steps_per_epoch == int(50 * SHORTEST)
+    assert fitted.malis_steps == int(150 * SHORTEST)
+    assert "still take about" in describe_fit(config, fitted, 1.37)
+
+
+def test_test_time_augmentation_is_counted():
+    with_tta, without = TrainConfig(), TrainConfig(tta=False)
+    assert estimate_seconds(with_tta, 1.0) > estimate_seconds(without, 1.0)
+
+
+def test_a_negative_budget_is_refused():
+    with pytest.raises(ValueError, match="time_budget_minutes"):
+        TrainConfig(time_budget_minutes=-1)
+
+
+@pytest.mark.backends
+def test_time_training_step_times_a_real_step():
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(1, 3, padding="same")])
+    model.compile(optimizer="adam", loss="mse")
+    x = np.random.default_rng(0).random((2, 16, 16, 1), dtype=np.float32)
+    before = model.get_weights()[0].copy()
+    seconds = time_training_step(model, (x, x), repeats=2)
+    assert 0 < seconds < 5
+    assert not np.array_equal(model.get_weights()[0], before)  # it trained: real steps

@@ -1,0 +1,122 @@
+"""Fitting a run into a time budget: fewer steps on a slower machine.
+
+`make train` promises its scores within 20 minutes on a 2-core CPU, but 2-core
+machines differ: the same 500 steps of the default took 511 s of training on
+one AVX2 machine and 774 s on another (docs/results.md, *A time budget*). With
+`TrainConfig.time_budget_minutes`, `train` times a few training steps of its
+model before it starts and, where the run would not end within the budget,
+shortens its epochs and its fine-tuning against merges by the same factor.
+
+The estimate counts every stage of `train` in units of the timed step. The
+units were measured on the project's 2-core CPUs (AVX2 and AVX-512), for the
+16- and 32-filter presets.
+"""
+
+import dataclasses
+import time
+
+import numpy as np
+
+FIT_STEP_COST = 1.15  # a step inside `fit`: with each epoch's validation and checkpoints
+MERGE_STEP_COST = 1.55  # a fine-tuning step: a prediction, the merge weights, the step
+PREDICT_COST = 90  # predicting the 5 held-out and 30 test slices with 8-fold TTA
+FIXED_SECONDS = 30  # loading the data, building and tracing the models, scoring
+SHORTEST = 0.5  # the smallest fraction of its steps a budget leaves a run
+
+
+def time_training_step(model, batch, repeats=3):
+    """Seconds of one `train_on_batch` step of a compiled model.
+
+    The first step, which traces the step function, is not counted.
+
+    Args:
+        model: A compiled Keras model. Its weights change: time a copy.
+        batch: `(x, y)` or `(x, y, sample_weight)`, as a `PyDataset` gives it.
+        repeats: The number of timed steps.
+
+    Returns:
+        The median of the timed steps, in seconds.
+    """
+    model.train_on_batch(*batch)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        model.train_on_batch(*batch)
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def estimate_seconds(config, step_seconds):
+    """The estimated wall time of `train(config)`, set-up excluded.
+
+    Args:
+        config: A `TrainConfig`.
+        step_seconds: Seconds of one training step (`time_training_step`).
+
+    Returns:
+        The estimate in seconds.
+    """
+    steps = (FIT_STEP_COST * config.epochs * config.steps_per_epoch
+             + MERGE_STEP_COST * config.malis_steps)
+    return FIXED_SECONDS + step_seconds * (steps + _predict_cost(config))
+
+
+def _predict_cost(config):
+    return PREDICT_COST if config.tta else PREDICT_COST / 8
+
+
+def fit_to_budget(config, step_seconds):
+    """The config with as many of its steps as fit its time budget.
+
+    The steps of every epoch and of the fine-tuning are shortened by one
+    factor, and never below `SHORTEST` of them: a run that would need fewer
+    is shortened that far and overruns its budget (`estimate_seconds` of the
+    result says by how much).
+
+    Args:
+        config: A `TrainConfig`; `time_budget_minutes=0` means no budget.
+        step_seconds: Seconds of one training step (`time_training_step`).
+
+    Returns:
+        `config` itself if it fits, else a copy with fewer `steps_per_epoch`
+        and `malis_steps`.
+    """
+    budget = 60 * config.time_budget_minutes
+    estimate = estimate_seconds(config, step_seconds)
+    if not budget or estimate <= budget:
+        return config
+    fixed = FIXED_SECONDS + step_seconds * _predict_cost(config)
+    scale = max(SHORTEST, (budget - fixed) / (estimate - fixed))
+    return dataclasses.replace(
+        config,
+        steps_per_epoch=max(1, int(config.steps_per_epoch * scale)),
+        malis_steps=int(config.malis_steps * scale),
+    )
+
+
+def describe_fit(requested, fitted, step_seconds):
+    """A sentence on what `fit_to_budget` did, for the run's log.
+
+    Args:
+        requested: The config before `fit_to_budget`.
+        fitted: Its result.
+        step_seconds: The timed step.
+
+    Returns:
+        The sentence.
+    """
+    def steps(config):
+        return (f"{config.epochs * config.steps_per_epoch} steps and "
+                f"{config.malis_steps} of fine-tuning")
+
+    minutes = estimate_seconds(requested, step_seconds) / 60
+    budget = requested.time_budget_minutes
+    head = (f"At {step_seconds:.2f} s per training step, {steps(requested)} take about "
+            f"{minutes:.0f} minutes")
+    if fitted is requested:
+        return f"{head}, within the budget of {budget:g}."
+    text = f"{head}; the budget of {budget:g} minutes leaves {steps(fitted)}"
+    over = estimate_seconds(fitted, step_seconds) / 60
+    if over > budget:
+        text += f", which still take about {over:.0f} minutes"
+    return text + " (--time-budget-minutes 0 trains them all)."
