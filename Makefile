@@ -33,7 +33,7 @@ lint: $(STAMP)
 
 # The whole suite on TensorFlow, then the backend-agnostic tests on PyTorch.
 test-tf: $(STAMP)
-	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -ra
+	KERAS_BACKEND=tensorflow $(BIN)/python -m pytest -ra --durations=15
 
 test-torch: $(STAMP)
 	KERAS_BACKEND=torch $(BIN)/python -m pytest -ra -m backends
