@@ -2,10 +2,11 @@
 
 `make train` promises its scores within 20 minutes on a 2-core CPU, but 2-core
 machines differ: the same 500 steps of the default took 511 s of training on
-one AVX2 machine and 774 s on another (docs/results.md, *A time budget*). With
-`TrainConfig.time_budget_minutes`, `train` times a few training steps of its
-model before it starts and, where the run would not end within the budget,
-shortens its epochs and its fine-tuning against merges by the same factor.
+one AVX2 machine and 774 s on another (docs/results.md, *A time budget for
+slower machines*). With `TrainConfig.time_budget_minutes`, `train` times a few
+training steps of its model before it starts and, where the run would not end
+within the budget, shortens its epochs and its fine-tuning against merges by
+the same factor.
 
 The estimate counts every stage of `train` in units of the timed step. The
 units were measured on the project's 2-core CPUs (AVX2 and AVX-512), for the
