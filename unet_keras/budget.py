@@ -57,13 +57,16 @@ def estimate_seconds(config, step_seconds):
     Returns:
         The estimate in seconds.
     """
+    return sum(_stage_seconds(config, step_seconds))
+
+
+def _stage_seconds(config, step_seconds):
+    """The estimate in two parts: what a budget cannot shorten (the fixed costs
+    and the prediction), and the steps it can."""
+    predict = PREDICT_COST if config.tta else PREDICT_COST / 8
     steps = (FIT_STEP_COST * config.epochs * config.steps_per_epoch
              + MERGE_STEP_COST * config.malis_steps)
-    return FIXED_SECONDS + step_seconds * (steps + _predict_cost(config))
-
-
-def _predict_cost(config):
-    return PREDICT_COST if config.tta else PREDICT_COST / 8
+    return FIXED_SECONDS + step_seconds * predict, step_seconds * steps
 
 
 def fit_to_budget(config, step_seconds):
@@ -83,11 +86,10 @@ def fit_to_budget(config, step_seconds):
         and `malis_steps`.
     """
     budget = 60 * config.time_budget_minutes
-    estimate = estimate_seconds(config, step_seconds)
-    if not budget or estimate <= budget:
+    fixed, steps = _stage_seconds(config, step_seconds)
+    if not budget or fixed + steps <= budget:
         return config
-    fixed = FIXED_SECONDS + step_seconds * _predict_cost(config)
-    scale = max(SHORTEST, (budget - fixed) / (estimate - fixed))
+    scale = max(SHORTEST, (budget - fixed) / steps)
     return dataclasses.replace(
         config,
         steps_per_epoch=max(1, int(config.steps_per_epoch * scale)),
