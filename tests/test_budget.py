@@ -8,6 +8,8 @@ import pytest
 
 from unet_keras.budget import (
     SHORTEST,
+    as_started,
+    choose_within_budget,
     describe_fit,
     estimate_seconds,
     fit_to_budget,
@@ -57,6 +59,63 @@ def test_a_budget_too_small_keeps_half_the_steps_and_says_it_overruns():
 def test_test_time_augmentation_is_counted():
     with_tta, without = TrainConfig(), TrainConfig(tta=False)
     assert estimate_seconds(with_tta, 1.0) > estimate_seconds(without, 1.0)
+
+
+class StepTimes:
+    """A `time_step` for `choose_within_budget`: seconds by filters, and the calls."""
+
+    def __init__(self, seconds_by_filters):
+        self.seconds_by_filters, self.timed = seconds_by_filters, []
+
+    def __call__(self, config):
+        self.timed.append(config.filters)
+        return self.seconds_by_filters[config.filters]
+
+
+def test_the_larger_configuration_is_trained_where_it_fits():
+    wide = TrainConfig.for_bfloat16_cpu(time_budget_minutes=17)
+    times = StepTimes({32: 0.60, 16: 0.28})  # the AVX-512 machine of sessions 12-18
+    chosen, sentences = choose_within_budget([wide, TrainConfig(time_budget_minutes=17)], times)
+    assert chosen is wide and times.timed == [32]  # the smaller one is not even timed
+    assert len(sentences) == 1 and "within the budget of 17" in sentences[0]
+
+
+def test_a_slower_machine_falls_back_to_the_smaller_configuration_whole():
+    wide, small = TrainConfig.for_bfloat16_cpu(time_budget_minutes=17), TrainConfig(
+        time_budget_minutes=17
+    )
+    # 1.51 s a step of the wide preset: the AVX-512 machine of the twentieth session.
+    times = StepTimes({32: 1.51, 16: 0.65})
+    assert fit_to_budget(wide, 1.51) is not wide  # it would have been cut to half
+    chosen, sentences = choose_within_budget([wide, small], times)
+    assert chosen is small and times.timed == [32, 16]  # trained as measured, not cut
+    assert "1000 steps and 150 of fine-tuning take about 38 minutes" in sentences[0]
+    assert "more than the budget of 17: the 16-filter configuration" in sentences[0]
+    assert "within the budget of 17" in sentences[1]
+
+
+def test_where_nothing_fits_the_last_configuration_is_shortened():
+    wide, small = TrainConfig.for_bfloat16_cpu(time_budget_minutes=17), TrainConfig(
+        time_budget_minutes=17
+    )
+    chosen, sentences = choose_within_budget([wide, small], StepTimes({32: 4.0, 16: 1.37}))
+    assert chosen == fit_to_budget(small, 1.37) and chosen.filters == 16
+    assert chosen.steps_per_epoch < small.steps_per_epoch
+    assert len(sentences) == 2 and "leaves" in sentences[1]
+    with pytest.raises(ValueError, match="at least one"):
+        choose_within_budget([], StepTimes({}))
+
+
+def test_a_restart_is_the_configuration_it_started_as():
+    wide, small = TrainConfig.for_bfloat16_cpu(time_budget_minutes=60), TrainConfig(
+        time_budget_minutes=60
+    )
+    started = TrainConfig(time_budget_minutes=17, steps_per_epoch=39, malis_steps=117)
+    restart = as_started([wide, small], started)
+    assert (restart.filters, restart.steps_per_epoch, restart.malis_steps) == (16, 39, 117)
+    assert restart.time_budget_minutes == 60  # the restart's own budget
+    edited = dataclasses.replace(started, learning_rate=1e-3)  # matches neither: the first
+    assert as_started([wide, small], edited).filters == 32
 
 
 def test_a_negative_budget_is_refused():

@@ -218,22 +218,28 @@ def test_restart_without_the_fine_tuning_keeps_the_epochs(tmp_path, isbi_data):
 
 
 def test_time_budget_shortens_the_run_and_a_restart_keeps_its_steps(tmp_path, isbi_data):
-    """A budget smaller than the fixed costs leaves the run half its steps; a
-    restart with a budget that would fit them all resumes the same run."""
+    """A budget smaller than the fixed costs passes over the larger configuration
+    and leaves the smaller fallback half its steps; a restart with a budget that
+    would fit them all resumes the same run, fallback and steps."""
     config = tiny_config(tmp_path, isbi_data, steps_per_epoch=4, overlays=False,
                          time_budget_minutes=0.01)
+    larger = dataclasses.replace(config, filters=6, steps_per_epoch=1000)
     with pytest.raises(Interrupt):
-        train(config, extra_callbacks=[InterruptAt(epoch=1, step=0)], verbose=0)
+        train(larger, extra_callbacks=[InterruptAt(epoch=1, step=0)], verbose=0,
+              fallbacks=[config])
     saved = TrainConfig.from_json((config.run_dir / "config.json").read_text())
-    assert (saved.steps_per_epoch, saved.malis_steps) == (2, 1)
+    assert saved == dataclasses.replace(config, steps_per_epoch=2, malis_steps=1)
 
     recorder = EpochRecorder()
-    train(dataclasses.replace(config, time_budget_minutes=60), extra_callbacks=[recorder],
-          verbose=0)
+    train(dataclasses.replace(larger, time_budget_minutes=60), extra_callbacks=[recorder],
+          verbose=0, fallbacks=[dataclasses.replace(config, time_budget_minutes=60)])
     assert recorder.epochs == [1] and recorder.batches == [0, 1, 0]  # epoch 1, fine-tuning
     saved = TrainConfig.from_json((config.run_dir / "config.json").read_text())
-    assert (saved.steps_per_epoch, saved.malis_steps) == (2, 1)
+    assert (saved.filters, saved.steps_per_epoch, saved.malis_steps) == (4, 2, 1)
     assert len(read_history(config.run_dir / "history.csv")["loss"]) == 2
+    model = keras.models.load_model(config.run_dir / "model.keras")
+    first = next(layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D))
+    assert first.filters == 4  # the fallback's network, not the larger one
 
 
 def test_weighted_loss_with_the_valid_network(tmp_path, isbi_data):

@@ -11,6 +11,13 @@ the same factor.
 The estimate counts every stage of `train` in units of the timed step. The
 units were measured on the project's 2-core CPUs (AVX2 and AVX-512), for the
 16- and 32-filter presets.
+
+Machines with the same instructions differ too: a step of the 32-filter
+bfloat16 preset took 0.60 s on one AVX-512 machine and 1.5 s on another. So
+`train` can be given smaller configurations to fall back on
+(`choose_within_budget`): it trains the first whose whole schedule fits, and
+shortens only the last. A measured configuration is trained as measured, or
+the next smaller one is.
 """
 
 import dataclasses
@@ -108,18 +115,88 @@ def describe_fit(requested, fitted, step_seconds):
     Returns:
         The sentence.
     """
-    def steps(config):
-        return (f"{config.epochs * config.steps_per_epoch} steps and "
-                f"{config.malis_steps} of fine-tuning")
-
-    minutes = estimate_seconds(requested, step_seconds) / 60
     budget = requested.time_budget_minutes
-    head = (f"At {step_seconds:.2f} s per training step, {steps(requested)} take about "
-            f"{minutes:.0f} minutes")
+    head = _head(requested, step_seconds)
     if fitted is requested:
         return f"{head}, within the budget of {budget:g}."
-    text = f"{head}; the budget of {budget:g} minutes leaves {steps(fitted)}"
+    text = f"{head}; the budget of {budget:g} minutes leaves {_steps(fitted)}"
     over = estimate_seconds(fitted, step_seconds) / 60
     if over > budget:
         text += f", which still take about {over:.0f} minutes"
     return text + " (--time-budget-minutes 0 trains them all)."
+
+
+def choose_within_budget(candidates, time_step):
+    """The first configuration whose whole schedule fits its time budget.
+
+    Args:
+        candidates: `TrainConfig`s, the preferred (largest) first, each with
+            its `time_budget_minutes`.
+        time_step: A function of a config that returns the seconds of one of
+            its training steps, e.g. `time_training_step` of a throwaway model.
+            It is called for each candidate tried, in order.
+
+    Returns:
+        `(config, sentences)`: the first candidate that fits unchanged or, if
+        none does, the last one as `fit_to_budget` shortens it; and a
+        sentence for each candidate timed, for the run's log.
+
+    Raises:
+        ValueError: For no candidates.
+    """
+    if not candidates:
+        raise ValueError("`candidates` must hold at least one TrainConfig.")
+    sentences = []
+    for config, smaller in zip(candidates, candidates[1:]):
+        step_seconds = time_step(config)
+        if fit_to_budget(config, step_seconds) is config:
+            sentences.append(describe_fit(config, config, step_seconds))
+            return config, sentences
+        sentences.append(
+            f"{_head(config, step_seconds)}, more than the budget of "
+            f"{config.time_budget_minutes:g}: the {smaller.filters}-filter configuration "
+            f"instead of the {config.filters}-filter one."
+        )
+    last = candidates[-1]
+    step_seconds = time_step(last)
+    fitted = fit_to_budget(last, step_seconds)
+    sentences.append(describe_fit(last, fitted, step_seconds))
+    return fitted, sentences
+
+
+def as_started(candidates, started):
+    """The configuration that a restarted run started as.
+
+    A restart must not time its step again: on a busy machine it could pick
+    another candidate, or other steps, than the backup was trained with.
+
+    Args:
+        candidates: The `TrainConfig`s the restart was given, as for
+            `choose_within_budget`.
+        started: The `TrainConfig` the run started with (its `config.json`).
+
+    Returns:
+        The candidate that equals `started` but for its steps and its budget,
+        else the first, each with the steps `started` was given.
+    """
+    kept = [
+        dataclasses.replace(
+            config, steps_per_epoch=started.steps_per_epoch, malis_steps=started.malis_steps
+        )
+        for config in candidates
+    ]
+    budget = started.time_budget_minutes  # a restart may be given another
+    return next(
+        (c for c in kept if dataclasses.replace(c, time_budget_minutes=budget) == started),
+        kept[0],
+    )
+
+
+def _steps(config):
+    return f"{config.epochs * config.steps_per_epoch} steps and {config.malis_steps} of fine-tuning"
+
+
+def _head(config, step_seconds):
+    minutes = estimate_seconds(config, step_seconds) / 60
+    return (f"At {step_seconds:.2f} s per training step, {_steps(config)} take about "
+            f"{minutes:.0f} minutes")

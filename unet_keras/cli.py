@@ -43,17 +43,22 @@ def _train(args):
         for f in dataclasses.fields(TrainConfig)
         if getattr(args, f.name) is not None
     }
+    presets = ()  # read from a file: no presets to fall back on
     if args.config:
         config = TrainConfig(**{**json.loads(Path(args.config).read_text()), **overrides})
     else:
-        preset = args.preset
-        if preset == "auto":
-            preset = TrainConfig.machine_preset()
+        presets = (args.preset,)
+        if args.preset == "auto":
+            presets = TrainConfig.machine_presets()
             if args.verbose:
-                print(f"The {preset} preset, picked for this machine (--preset "
-                      f"{' or '.join(p for p in PRESETS if p != preset)} to choose another).")
-        config = TrainConfig.from_preset(preset, **overrides)
-    train(config, verbose=args.verbose)
+                others = " or ".join(p for p in PRESETS if p != presets[0])
+                smaller = (f"; the {presets[1]} preset if it does not fit the time budget"
+                           if len(presets) > 1 and overrides.get("time_budget_minutes") else "")
+                print(f"The {presets[0]} preset, picked for this machine{smaller} "
+                      f"(--preset {others} to choose another).")
+        config = TrainConfig.from_preset(presets[0], **overrides)
+    fallbacks = [TrainConfig.from_preset(p, **overrides) for p in presets[1:]]
+    train(config, verbose=args.verbose, fallbacks=fallbacks)
 
 
 def _add_watershed_arguments(parser, help):

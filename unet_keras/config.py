@@ -172,10 +172,22 @@ class TrainConfig:
     def machine_preset():
         """The preset for this machine: `"gpu"` when Keras sees a GPU,
         `"cpu-bf16"` on a CPU that computes in bfloat16, else `"cpu"`."""
+        return TrainConfig.machine_presets()[0]
+
+    @staticmethod
+    def machine_presets():
+        """The presets that suit this machine, the largest first.
+
+        `("gpu",)` when Keras sees a GPU, `("cpu-bf16", "cpu")` on a CPU that
+        computes in bfloat16 and `("cpu",)` on other CPUs. With a time budget,
+        `make train` trains the first whose whole schedule fits it (see
+        `train`'s `fallbacks`): CPUs with the same instructions differ in
+        speed by more than 2x.
+        """
         device = detect_device()
         if device.kind == "GPU":
-            return "gpu"
-        return "cpu-bf16" if computes_bfloat16_on_cpu(device) else "cpu"
+            return ("gpu",)
+        return ("cpu-bf16", "cpu") if computes_bfloat16_on_cpu(device) else ("cpu",)
 
     @classmethod
     def from_preset(cls, preset, **overrides):

@@ -20,7 +20,6 @@ it stopped: from its last finished epoch, from the fine-tuning's last saved
 step, or, once the model is final, with the predictions.
 """
 
-import dataclasses
 import json
 import shutil
 import time
@@ -35,7 +34,7 @@ from unet_keras.backend_utils import (
     detect_device,
     supports_jit,
 )
-from unet_keras.budget import describe_fit, fit_to_budget, time_training_step
+from unet_keras.budget import as_started, choose_within_budget, time_training_step
 from unet_keras.config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: F401 (the API)
 from unet_keras.datasets import download_isbi2012, load_isbi2012, split_slices
 from unet_keras.evaluate import score_isbi
@@ -226,22 +225,29 @@ def _predict(model, images, config):
     )[..., 0]
 
 
-def _within_budget(config, images, masks, jit, restarting, say):
-    """`config` with as many steps as fit its time budget (`budget.fit_to_budget`),
-    timed on a throwaway copy of its model. A restarted run keeps the steps it
+def _uses_jit(config, device):
+    return supports_jit(device) if config.jit_compile == "auto" else config.jit_compile == "on"
+
+
+def _within_budget(candidates, images, masks, device, restarting, say):
+    """The first of `candidates` that fits its time budget, or the last with as
+    many steps as fit (`budget.choose_within_budget`), each timed on a
+    throwaway model. A restarted run keeps the configuration and the steps it
     started with, which its `config.json` holds."""
-    saved = config.run_dir / "config.json"
+    saved = candidates[0].run_dir / "config.json"
     if restarting and saved.is_file():
-        started = TrainConfig.from_json(saved.read_text())
-        return dataclasses.replace(
-            config, steps_per_epoch=started.steps_per_epoch, malis_steps=started.malis_steps
-        )
-    probe = compile_model(build_model(config), config, jit_compile=jit)
-    batch = _datasets(config, images, masks, probe.output_names)[2][0]
-    step_seconds = time_training_step(probe, batch)
-    fitted = fit_to_budget(config, step_seconds)
-    say(describe_fit(config, fitted, step_seconds))
-    return fitted
+        return as_started(candidates, TrainConfig.from_json(saved.read_text()))
+
+    def time_step(config):
+        keras.config.set_dtype_policy(choose_precision(config.mixed_precision, device))
+        probe = compile_model(build_model(config), config, jit_compile=_uses_jit(config, device))
+        batch = _datasets(config, images, masks, probe.output_names)[2][0]
+        return time_training_step(probe, batch)
+
+    config, sentences = choose_within_budget(candidates, time_step)
+    for sentence in sentences:
+        say(sentence)
+    return config
 
 
 def _fine_tune(config, network, images, masks, run_dir, jit, callbacks, verbose):
@@ -256,7 +262,7 @@ def _fine_tune(config, network, images, masks, run_dir, jit, callbacks, verbose)
     )
 
 
-def train(config=None, extra_callbacks=(), verbose=1):
+def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
     """Trains a U-Net on ISBI 2012 and writes the run folder.
 
     Downloads the data if needed, trains on the slices not held out, keeps
@@ -268,6 +274,11 @@ def train(config=None, extra_callbacks=(), verbose=1):
         config: A `TrainConfig`; None uses `TrainConfig.auto()`.
         extra_callbacks: More Keras callbacks for `fit`.
         verbose: Keras verbosity of `fit`; 0 also silences this function.
+        fallbacks: Smaller `TrainConfig`s for the same run folder, to train
+            instead of `config` when its whole schedule does not fit its
+            `time_budget_minutes`: the first that fits, or else the last,
+            shortened (`budget.choose_within_budget`). Without a budget they
+            are not used.
 
     Returns:
         The dict written to `metrics.json`.
@@ -291,21 +302,20 @@ def train(config=None, extra_callbacks=(), verbose=1):
     run_dir.mkdir(parents=True, exist_ok=True)
 
     device = detect_device()
-    precision = choose_precision(config.mixed_precision, device)
-    jit = supports_jit(device) if config.jit_compile == "auto" else config.jit_compile == "on"
-    say(f"Training on {device}, precision {precision}, XLA {'on' if jit else 'off'}.")
-
     root = download_isbi2012(config.data_dir, base_url=config.data_url, progress=bool(verbose))
     images, masks = load_isbi2012(root, split="train")
     test_images = load_isbi2012(root, split="test")
 
-    keras.utils.set_random_seed(config.seed)
     previous_policy = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(precision)
     try:
         if config.time_budget_minutes:
-            config = _within_budget(config, images, masks, jit, resuming or bool(progress), say)
-            keras.utils.set_random_seed(config.seed)  # the same start as without a budget
+            config = _within_budget([config, *fallbacks], images, masks, device,
+                                    resuming or bool(progress), say)
+        keras.utils.set_random_seed(config.seed)  # the same start as without a budget
+        precision = choose_precision(config.mixed_precision, device)
+        jit = _uses_jit(config, device)
+        keras.config.set_dtype_policy(precision)
+        say(f"Training on {device}, precision {precision}, XLA {'on' if jit else 'off'}.")
         (run_dir / "config.json").write_text(config.to_json())
         model = compile_model(build_model(config), config, jit_compile=jit)
         train_idx, val_idx, train_data, val_data = _datasets(
