@@ -23,6 +23,9 @@ def test_a_run_that_fits_is_left_alone():
     assert estimate_seconds(config, 0.3) < 17 * 60
     assert fit_to_budget(config, 0.3) is config
     assert "within the budget of 17" in describe_fit(config, config, 0.3)
+    tiny = TrainConfig(time_budget_minutes=17, epochs=2, steps_per_epoch=3, malis_steps=2)
+    assert "fine-tuning take less than a minute, within" in describe_fit(tiny, tiny, 0.02)
+    assert "take about 1 minute, within" in describe_fit(tiny, tiny, 0.4)
 
 
 def test_no_budget_means_no_limit():

@@ -120,9 +120,9 @@ def describe_fit(requested, fitted, step_seconds):
     if fitted is requested:
         return f"{head}, within the budget of {budget:g}."
     text = f"{head}; the budget of {budget:g} minutes leaves {_steps(fitted)}"
-    over = estimate_seconds(fitted, step_seconds) / 60
-    if over > budget:
-        text += f", which still take about {over:.0f} minutes"
+    over = estimate_seconds(fitted, step_seconds)
+    if over > 60 * budget:
+        text += f", which still take {_minutes(over)}"
     return text + " (--time-budget-minutes 0 trains them all)."
 
 
@@ -197,6 +197,12 @@ def _steps(config):
 
 
 def _head(config, step_seconds):
-    minutes = estimate_seconds(config, step_seconds) / 60
-    return (f"At {step_seconds:.2f} s per training step, {_steps(config)} take about "
-            f"{minutes:.0f} minutes")
+    return (f"At {step_seconds:.2f} s per training step, {_steps(config)} take "
+            f"{_minutes(estimate_seconds(config, step_seconds))}")
+
+
+def _minutes(seconds):
+    if seconds < 60:
+        return "less than a minute"
+    minutes = round(seconds / 60)
+    return f"about {minutes} minute{'s' if minutes > 1 else ''}"
