@@ -219,8 +219,8 @@ def test_restart_without_the_fine_tuning_keeps_the_epochs(tmp_path, isbi_data):
 
 def test_time_budget_shortens_the_run_and_a_restart_keeps_its_steps(tmp_path, isbi_data):
     """A budget smaller than the fixed costs passes over the larger configuration
-    and leaves the smaller fallback half its steps; a restart with a budget that
-    would fit them all resumes the same run, fallback and steps."""
+    and leaves the smaller fallback half its steps; a restart without a budget,
+    which would train them all, resumes the same run, fallback and steps."""
     config = tiny_config(tmp_path, isbi_data, steps_per_epoch=4, overlays=False,
                          time_budget_minutes=0.01)
     larger = dataclasses.replace(config, filters=6, steps_per_epoch=1000)
@@ -231,8 +231,8 @@ def test_time_budget_shortens_the_run_and_a_restart_keeps_its_steps(tmp_path, is
     assert saved == dataclasses.replace(config, steps_per_epoch=2, malis_steps=1)
 
     recorder = EpochRecorder()
-    train(dataclasses.replace(larger, time_budget_minutes=60), extra_callbacks=[recorder],
-          verbose=0, fallbacks=[dataclasses.replace(config, time_budget_minutes=60)])
+    train(dataclasses.replace(larger, time_budget_minutes=0), extra_callbacks=[recorder],
+          verbose=0, fallbacks=[dataclasses.replace(config, time_budget_minutes=0)])
     assert recorder.epochs == [1] and recorder.batches == [0, 1, 0]  # epoch 1, fine-tuning
     saved = TrainConfig.from_json((config.run_dir / "config.json").read_text())
     assert (saved.filters, saved.steps_per_epoch, saved.malis_steps) == (4, 2, 1)
@@ -349,6 +349,14 @@ def test_train_refuses_weights_assumed_frozen(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError, match="TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"):
         train(config, verbose=0)
     assert not (tmp_path / "default").exists()  # refused before anything was written
+
+
+def test_train_refuses_a_fallback_with_another_run_folder(tmp_path):
+    config = TrainConfig(runs_dir=str(tmp_path), data_dir=str(tmp_path / "data"))
+    elsewhere = TrainConfig(name="other", runs_dir=str(tmp_path))
+    with pytest.raises(ValueError, match="same `name` and `runs_dir`"):
+        train(config, verbose=0, fallbacks=[elsewhere])
+    assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
 @pytest.mark.parametrize(

@@ -237,6 +237,8 @@ def _within_budget(candidates, images, masks, device, restarting, say):
     saved = candidates[0].run_dir / "config.json"
     if restarting and saved.is_file():
         return as_started(candidates, TrainConfig.from_json(saved.read_text()))
+    if not candidates[0].time_budget_minutes:
+        return candidates[0]
 
     def time_step(config):
         keras.config.set_dtype_policy(choose_precision(config.mixed_precision, device))
@@ -278,16 +280,22 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
             instead of `config` when its whole schedule does not fit its
             `time_budget_minutes`: the first that fits, or else the last,
             shortened (`budget.choose_within_budget`). Without a budget they
-            are not used.
+            are not trained, but a restart still resumes the one it started as.
 
     Returns:
         The dict written to `metrics.json`.
 
     Raises:
+        ValueError: For a fallback with another run folder.
         RuntimeError: On TensorFlow, when `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS` is
             set (the model would not learn).
     """
     config = config or TrainConfig.auto()
+    if any(fallback.run_dir != config.run_dir for fallback in fallbacks):
+        raise ValueError(
+            f"Every fallback must train into the run folder of `config`, {config.run_dir}: "
+            "give them the same `name` and `runs_dir`."
+        )
     if keras.backend.backend() == "tensorflow":
         check_weights_not_frozen()
     say = print if verbose else (lambda *a, **k: None)
@@ -308,7 +316,7 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
 
     previous_policy = keras.config.dtype_policy()
     try:
-        if config.time_budget_minutes:
+        if config.time_budget_minutes or fallbacks:
             config = _within_budget([config, *fallbacks], images, masks, device,
                                     resuming or bool(progress), say)
         keras.utils.set_random_seed(config.seed)  # the same start as without a budget
