@@ -147,21 +147,17 @@ def choose_within_budget(candidates, time_step):
     if not candidates:
         raise ValueError("`candidates` must hold at least one TrainConfig.")
     sentences = []
-    for config, smaller in zip(candidates, candidates[1:]):
+    for config, smaller in zip(candidates, [*candidates[1:], None]):
         step_seconds = time_step(config)
-        if fit_to_budget(config, step_seconds) is config:
-            sentences.append(describe_fit(config, config, step_seconds))
-            return config, sentences
+        fitted = fit_to_budget(config, step_seconds)
+        if fitted is config or smaller is None:
+            sentences.append(describe_fit(config, fitted, step_seconds))
+            return fitted, sentences
         sentences.append(
             f"{_head(config, step_seconds)}, more than the budget of "
             f"{config.time_budget_minutes:g}: the {smaller.filters}-filter configuration "
             f"instead of the {config.filters}-filter one."
         )
-    last = candidates[-1]
-    step_seconds = time_step(last)
-    fitted = fit_to_budget(last, step_seconds)
-    sentences.append(describe_fit(last, fitted, step_seconds))
-    return fitted, sentences
 
 
 def as_started(candidates, started):
