@@ -186,7 +186,7 @@ def test_run_stopped_while_predicting_keeps_its_model(tmp_path, isbi_data, monke
 
     config = tiny_config(tmp_path, isbi_data, overlays=False)
     with monkeypatch.context() as patch, pytest.raises(Interrupt):
-        patch.setattr(unet_keras.train, "_predict", interrupt)
+        patch.setattr(unet_keras.train, "predict_and_score", interrupt)
         train(config, verbose=0)
     tuned = keras.models.load_model(config.run_dir / "model.keras").get_weights()
 

@@ -20,13 +20,10 @@ it stopped: from its last finished epoch, from the fine-tuning's last saved
 step, or, once the model is final, with the predictions.
 """
 
-import json
 import shutil
 import time
 
 import keras
-import numpy as np
-import tifffile
 
 from unet_keras.backend_utils import (
     KeepFreedMemory,
@@ -37,18 +34,16 @@ from unet_keras.backend_utils import (
 from unet_keras.budget import as_started, choose_within_budget, time_training_step
 from unet_keras.config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: F401 (the API)
 from unet_keras.datasets import download_isbi2012, load_isbi2012, split_slices
-from unet_keras.evaluate import score_isbi
 from unet_keras.family import build_unet3plus, build_unet_plus_plus, prediction_network
 from unet_keras.folding import fold_batch_norm
-from unet_keras.inference import predict_tiled
 from unet_keras.losses import BCEDiceLoss, DiceLoss, WeightedCrossEntropy
 from unet_keras.malis import fine_tune_merges
 from unet_keras.metrics import DiceCoefficient
 from unet_keras.model import build_unet, valid_output_size
 from unet_keras.pipeline import PerOutputDataset, TileDataset
-from unet_keras.plots import plot_history, read_history, save_overlays
-from unet_keras.postprocess import watershed_membranes
+from unet_keras.plots import plot_history, read_history
 from unet_keras.progress import PROGRESS, RecordEpochsDone, read_progress, record_progress
+from unet_keras.report import format_scores, predict_and_score
 from unet_keras.tensorflow_env import check_weights_not_frozen
 from unet_keras.weights import border_weight_maps
 
@@ -209,22 +204,6 @@ def _datasets(config, images, masks, output_names=("output",)):
     return train_idx, val_idx, train_data, val_data
 
 
-def _predict(model, images, config):
-    """Membrane probabilities of whole slices with overlap-tile inference.
-
-    A same-padded model sees each 512x512 slice in one tile with 32 pixels of
-    mirrored context on every side: 1.27x the FLOPs of the bare slice, where
-    the default 256-pixel tiles would cost 2.25x.
-    """
-    tile, overlap = None, None
-    if config.padding == "same":
-        tile, overlap = max(images.shape[1:3]) + 64, 64
-        tile += -tile % 2**config.depth
-    return predict_tiled(
-        model, images, tile=tile, overlap=overlap, batch_size=config.batch_size, tta=config.tta
-    )[..., 0]
-
-
 def _uses_jit(config, device):
     return supports_jit(device) if config.jit_compile == "auto" else config.jit_compile == "on"
 
@@ -367,70 +346,18 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
         run_dir / "history.csv", run_dir / "curves.png", title=f"Run {config.name}", dice_key=dice
     )
 
-    start = time.perf_counter()
-    predictions = run_dir / "predictions"
-    predictions.mkdir(exist_ok=True)
-    metrics = {
-        "device": str(device), "precision": precision, "xla": jit,
-        "train_seconds": round(progress["train_seconds"], 1),
-        "malis_seconds": round(progress["malis_seconds"], 1),
-        "train_slices": [int(i) for i in train_idx], "val_slices": [int(i) for i in val_idx],
-        "tta": config.tta,
-    }
-    val_prob = _predict(model, images[val_idx], config)
-    tifffile.imwrite(predictions / "val.tif", val_prob.astype("float32"))
-    metrics["val"] = score_isbi(val_prob, masks[val_idx])
-    val_closed = watershed_membranes(val_prob)
-    tifffile.imwrite(predictions / "val_watershed.tif", val_closed)
-    metrics["val_watershed"] = score_isbi(val_closed, masks[val_idx])
-    if config.overlays:
-        save_overlays(
-            run_dir / "overlays", images[val_idx], val_prob, masks[val_idx],
-            names=[f"val_{i:02d}" for i in val_idx],
-        )
-    test_prob = _predict(model, test_images, config)
-    tifffile.imwrite(predictions / "test.tif", test_prob.astype("float32"))
-    tifffile.imwrite(predictions / "test_watershed.tif", watershed_membranes(test_prob))
-    metrics["predict_seconds"] = round(time.perf_counter() - start, 1)
-    (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_to_builtin))
+    metrics = predict_and_score(
+        model, config, run_dir, (images[val_idx], masks[val_idx]), test_images,
+        {
+            "device": str(device), "precision": precision, "xla": jit,
+            "train_seconds": round(progress["train_seconds"], 1),
+            "malis_seconds": round(progress["malis_seconds"], 1),
+            "train_slices": [int(i) for i in train_idx],
+            "val_slices": [int(i) for i in val_idx], "tta": config.tta,
+        },
+    )
     (run_dir / PROGRESS).unlink(missing_ok=True)  # complete: a new start trains afresh
     if verbose:
         print(format_scores(metrics))
         print(f"Everything is in {run_dir}/ (model.keras, metrics.json, predictions/, overlays/).")
     return metrics
-
-
-def _to_builtin(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"Cannot write {type(value).__name__} to JSON.")
-
-
-def format_scores(metrics):
-    """A short text summary of a run's metrics, with the score of each held-out slice."""
-    tuned = metrics.get("malis_seconds")  # absent from an older release's metrics.json
-    lines = [
-        f"Trained {metrics['train_seconds']:.0f} s on {metrics['device']}"
-        + (f", then fine-tuned against merges for {tuned:.0f} s." if tuned else ".")
-    ]
-    titles = {"val": "Held-out slices", "val_watershed": "With the watershed (val_watershed.tif)"}
-    for key, title in titles.items():
-        scores = metrics.get(key)
-        if not scores:
-            continue
-        lines.append(
-            f"{title} {metrics['val_slices']}: V_rand {scores['v_rand']:.4f} "
-            f"(threshold {scores['v_rand_threshold']:.1f}), V_info {scores['v_info']:.4f} "
-            f"(threshold {scores['v_info_threshold']:.1f}), pixel error "
-            f"{scores['pixel_error']:.4f}, Dice {scores['dice']:.4f}, IoU {scores['iou']:.4f}"
-        )
-        if "v_rand_per_slice" in scores:  # absent from an older release's metrics.json
-            per_slice = zip(
-                metrics["val_slices"], scores["v_rand_per_slice"], scores["v_info_per_slice"]
-            )
-            lines.append(
-                "  per slice: " + ", ".join(f"{i}: {r:.4f} / {v:.4f}" for i, r, v in per_slice)
-            )
-    return "\n".join(lines)

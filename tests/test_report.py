@@ -1,0 +1,81 @@
+"""Tests for unet_keras/report.py: the prediction-and-scoring stage of a run
+and the summary printed at its end."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tifffile
+
+from unet_keras.datasets import load_isbi2012
+from unet_keras.report import format_scores, predict_and_score, predict_slices
+from unet_keras.train import TrainConfig
+
+
+def _identity_model():
+    """A "network" that returns its input: fed the true membrane masks, it
+    predicts them exactly, so every score is known."""
+    inputs = keras.Input((None, None, 1))
+    return keras.Model(inputs, keras.layers.Identity()(inputs))
+
+
+def test_predict_slices_keeps_shape_and_order(rng):
+    config = TrainConfig(tta=True, depth=4)
+    images = rng.random((3, 70, 45, 1)).astype("float32")  # smaller than a tile, not /16
+    prob = predict_slices(_identity_model(), images, config)
+    assert prob.shape == (3, 70, 45)  # the channel dropped
+    np.testing.assert_allclose(prob, images[..., 0], atol=1e-6)
+
+
+def test_predict_and_score_writes_predictions_and_perfect_scores(isbi_data, tmp_path):
+    _, masks = load_isbi2012(isbi_data, split="train")
+    held_out, test = masks[[27, 28]], masks[:30]  # (N, 512, 512, 1) float32, 1 = membrane
+    config = TrainConfig(tta=False, overlays=True)
+    metrics = predict_and_score(
+        _identity_model(), config, tmp_path, (held_out, masks[[27, 28]]), test,
+        {"val_slices": [27, 28], "device": "CPU"},
+    )
+
+    assert metrics["val"]["v_rand"] == pytest.approx(1.0)
+    assert metrics["val"]["v_info"] == pytest.approx(1.0)
+    assert metrics["val"]["pixel_error"] == 0
+    val = tifffile.imread(tmp_path / "predictions" / "val.tif")
+    assert val.dtype == np.float32
+    np.testing.assert_array_equal(val, held_out[..., 0])
+    assert tifffile.imread(tmp_path / "predictions" / "test.tif").shape == (30, 512, 512)
+    assert (tmp_path / "predictions" / "test_watershed.tif").is_file()
+    assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == ["val_27.png", "val_28.png"]
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert saved["val_slices"] == [27, 28] and saved["predict_seconds"] >= 0
+    assert saved["val"]["v_rand"] == pytest.approx(metrics["val"]["v_rand"])
+
+
+def _scores(v_rand, v_info, per_slice=True):
+    scores = {
+        "v_rand": v_rand, "v_rand_threshold": 0.5, "v_info": v_info, "v_info_threshold": 0.6,
+        "pixel_error": 0.07, "dice": 0.8, "iou": 0.7,
+    }
+    if per_slice:
+        scores["v_rand_per_slice"] = [v_rand - 0.01, v_rand + 0.01]
+        scores["v_info_per_slice"] = [v_info, v_info]
+    return scores
+
+
+def test_format_scores_reads_every_release_of_metrics_json():
+    metrics = {
+        "device": "CPU", "train_seconds": 300.0, "malis_seconds": 90.0, "val_slices": [28, 29],
+        "val": _scores(0.98, 0.985), "val_watershed": _scores(0.981, 0.986),
+    }
+    lines = format_scores(metrics).splitlines()
+    assert lines[0] == "Trained 300 s on CPU, then fine-tuned against merges for 90 s."
+    assert "V_rand 0.9800 (threshold 0.5), V_info 0.9850 (threshold 0.6)" in lines[1]
+    assert lines[2] == "  per slice: 28: 0.9700 / 0.9850, 29: 0.9900 / 0.9850"
+    assert "val_watershed.tif" in lines[3]
+
+    older = {  # before the fine-tuning, per-slice scores and the watershed were recorded
+        "device": "CPU", "train_seconds": 300.0, "val_slices": [28, 29],
+        "val": _scores(0.98, 0.985, per_slice=False),
+    }
+    lines = format_scores(older).splitlines()
+    assert lines[0] == "Trained 300 s on CPU." and len(lines) == 2
