@@ -3,7 +3,7 @@
     python benchmarks/bench_inference.py [--filters 16] [--depth 4] [--no-batch-norm]
         [--padding same] [--model PATH.keras] [--size 512] [--stack 4] [--repeats 3] [--tta]
 
-The floor is the model's forward FLOPs (`unet_keras.inference.forward_flops`,
+The floor is the model's forward FLOPs (`unet_keras.model.forward_flops`,
 convolutions only) divided by the float32 matmul rate NumPy reaches here
 (np.matmul of two 2048x2048 matrices). It prints, for `--size` images: one
 image in one forward pass, a stack of `--stack` images per forward pass
@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 from unet_keras import inference  # noqa: E402
 from unet_keras.folding import fold_batch_norm  # noqa: E402
-from unet_keras.model import build_unet  # noqa: E402
+from unet_keras.model import build_unet, forward_flops  # noqa: E402
 
 
 def matmul_rate(n=2048, repeats=5):
@@ -69,7 +69,7 @@ def tiled_flops(model, image_hw, tta=False, **kwargs):
     plan = inference._make_plan(model, geometry, tile, kwargs.get("overlap"), image_hw)
     offsets, _, _ = inference._layout(plan, image_hw)
     tiles = len(offsets[0]) * len(offsets[1]) * (8 if tta else 1)
-    return tiles, tiles * inference.forward_flops(model, plan.tile), plan
+    return tiles, tiles * forward_flops(model, plan.tile), plan
 
 
 def _model(args):
@@ -119,7 +119,7 @@ def main(argv=None):
     geometry = inference._model_geometry(model)
     size = args.size
     if not geometry.valid and not geometry.fixed and size % 2**geometry.depth == 0:
-        flops = inference.forward_flops(model, size)
+        flops = forward_flops(model, size)
         one, stack = image[None], np.repeat(image[None], args.stack, axis=0)
         for label, net, batch in (
             (f"whole {size}x{size}, one pass", model, one),

@@ -40,7 +40,7 @@ from bench_inference import matmul_rate  # noqa: E402
 
 from unet_keras.backend_utils import choose_precision, detect_device, supports_jit  # noqa: E402
 from unet_keras.datasets import download_isbi2012, load_isbi2012  # noqa: E402
-from unet_keras.inference import forward_flops  # noqa: E402
+from unet_keras.model import forward_flops  # noqa: E402
 from unet_keras.losses import BCEDiceLoss  # noqa: E402
 from unet_keras.malis import MergeWeightedLoss, merge_step, merge_weight_maps  # noqa: E402
 from unet_keras.pipeline import TileDataset  # noqa: E402

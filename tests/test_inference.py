@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from unet_keras.inference import forward_flops, predict_tiled
-from unet_keras.model import build_unet, valid_input_size, valid_output_size
+from unet_keras.geometry import valid_input_size
+from unet_keras.inference import predict_tiled
+from unet_keras.model import build_unet
 
 pytestmark = pytest.mark.backends
 
@@ -190,39 +191,6 @@ def test_bad_inputs(same_model, image, kwargs, match):
 def test_valid_model_rejects_tiles_it_cannot_take(valid_model):
     with pytest.raises(ValueError, match="nearest sizes that work are 80 and 84"):
         predict_tiled(valid_model, np.zeros((8, 8)), tile=82)
-
-
-# ---------------------------------------------------------------------------
-# FLOPs
-# ---------------------------------------------------------------------------
-def _unet_flops(filters, depth, size, channels=1, classes=1):
-    """The same-padding U-Net's convolutions counted by hand."""
-    total, cin = 0, channels
-    for level in range(depth + 1):  # contracting path and bottleneck
-        f, area = filters * 2**level, (size // 2**level) ** 2
-        total += 2 * 9 * (cin * f + f * f) * area
-        cin = f
-    for level in reversed(range(depth)):
-        f, area = filters * 2**level, (size // 2**level) ** 2
-        total += 2 * 4 * (2 * f) * f * area // 4  # 2x2 up-convolution, counted at its input
-        total += 2 * 9 * (2 * f * f + f * f) * area
-    return total + 2 * filters * classes * size**2
-
-
-def test_forward_flops_counts_the_convolutions():
-    model = build_unet(filters=4, depth=3, dropout=0, num_classes=2)
-    assert forward_flops(model, 64) == _unet_flops(4, 3, 64, classes=2)
-    assert forward_flops(model, (64, 32)) == _unet_flops(4, 3, 64, classes=2) // 2
-    bn = build_unet((32, 32, 1), filters=4, depth=3, batch_norm=True, dropout=0)
-    assert forward_flops(bn, (32, 32)) == _unet_flops(4, 3, 32)
-
-
-def test_forward_flops_of_a_valid_model():
-    model = build_unet(filters=2, depth=2, padding="valid", dropout=0)
-    size = valid_input_size(100, 2)
-    same = build_unet(filters=2, depth=2, dropout=0)
-    assert 0 < forward_flops(model, size) < forward_flops(same, size)
-    assert valid_output_size(size, 2) == 100
 
 
 def test_depth_of_unet3plus_is_its_coarsest_scale():

@@ -6,8 +6,9 @@ import keras
 import numpy as np
 import pytest
 
+from unet_keras.geometry import valid_output_size
 from unet_keras.losses import WeightedCrossEntropy
-from unet_keras.model import build_unet, valid_output_size
+from unet_keras.model import build_unet
 from unet_keras.pipeline import PerOutputDataset, TileDataset
 from unet_keras.weights import border_weight_maps
 

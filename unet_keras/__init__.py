@@ -21,7 +21,8 @@ from unet_keras.family import (
     prune_unet_plus_plus,
 )
 from unet_keras.folding import fold_batch_norm
-from unet_keras.inference import forward_flops, predict_tiled
+from unet_keras.geometry import valid_input_size, valid_output_size
+from unet_keras.inference import predict_tiled
 from unet_keras.losses import (
     BCEDiceLoss,
     DiceLoss,
@@ -38,10 +39,9 @@ from unet_keras.model import (
     conv_bn_relu,
     count_conv_layers,
     down_step,
+    forward_flops,
     head,
     up_step,
-    valid_input_size,
-    valid_output_size,
 )
 from unet_keras.pipeline import PerOutputDataset, TileDataset
 from unet_keras.postprocess import watershed_cells, watershed_membranes

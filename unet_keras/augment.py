@@ -23,6 +23,8 @@ import functools
 import cv2
 import numpy as np
 
+from unet_keras.symmetry import apply_symmetry, symmetry_choices
+
 INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
 }
@@ -161,39 +163,13 @@ def elastic_deform(
 
 
 # ---------------------------------------------------------------------------
-# Symmetries, small affine transforms, gray values
+# A random symmetry, small affine transforms, gray values
 # ---------------------------------------------------------------------------
-def _check_k(k):
-    if not 0 <= k < 8:
-        raise ValueError(f"`k` must be in 0..7 (the 8 symmetries of the square), got {k!r}.")
-
-
-def apply_symmetry(array, k):
-    """One of the 8 symmetries of the square (a view): `k % 4` quarter turns
-    counter-clockwise, then a left-right flip if `k >= 4`; `k = 0` is the
-    identity. `invert_symmetry` undoes it, e.g. to average predictions over
-    rotated and flipped copies of an input."""
-    _check_k(k)
-    array = np.rot90(array, k % 4, axes=(0, 1))
-    return array[:, ::-1] if k >= 4 else array
-
-
-def invert_symmetry(array, k):
-    """Undoes `apply_symmetry(array, k)`."""
-    _check_k(k)
-    return np.rot90(array[:, ::-1] if k >= 4 else array, -(k % 4), axes=(0, 1))
-
-
-def _symmetry_choices(height, width):
-    # Quarter turns would change the shape of a non-square array.
-    return 8 if height == width else (0, 2, 4, 6)
-
-
 def random_symmetry(rng, image, *others):
     """The same random symmetry of the square for all arrays (flips and
     half turns only for a non-square image). Returns contiguous copies."""
     image, others = _check(image, others)
-    k = int(_rng(rng).choice(_symmetry_choices(*image.shape[:2])))
+    k = int(_rng(rng).choice(symmetry_choices(*image.shape[:2])))
     flip = [np.ascontiguousarray(apply_symmetry(a, k)) for a in (image, *others)]
     return _result(flip[0], flip[1:])
 
@@ -271,7 +247,7 @@ def _tile_sizes(tile_size, output_size):
         raise ValueError(
             f"`output_size` must be at most `tile_size` ({tile_size}) with an even "
             f"difference, got {output_size!r}. For a valid-padding U-Net use "
-            "`unet_keras.model.valid_output_size(tile_size, depth)`."
+            "`unet_keras.valid_output_size(tile_size, depth)`."
         )
     return int(tile_size), int(output_size), margin
 
@@ -382,7 +358,7 @@ class Augmenter:
             origin = _random_origin(rng, shape, self.output_size)
         if not (self.symmetries or self.elastic or self.affine):
             return None, origin
-        k = int(rng.choice(_symmetry_choices(tile_h, tile_w))) if self.symmetries else 0
+        k = int(rng.choice(symmetry_choices(tile_h, tile_w))) if self.symmetries else 0
         # The symmetry is folded into the base grid; the displacement and the
         # affine transform are isotropic random draws, so drawing them after
         # the symmetry gives the same distribution as applying it last.

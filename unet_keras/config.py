@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from unet_keras.backend_utils import computes_bfloat16_on_cpu, detect_device
-from unet_keras.model import valid_output_size
+from unet_keras.geometry import valid_output_size
 
 ARCHITECTURES = ("unet", "unet++", "unet3+")
 LOSSES = ("bce", "dice", "bce_dice", "bce_cldice", "weighted_ce")

@@ -34,9 +34,9 @@ import re
 import keras
 from keras import layers
 
+from unet_keras.geometry import _check_positive_int
 from unet_keras.model import (
     UPSAMPLINGS,
-    _check_positive_int,
     _validate_input_size,
     _validate_network,
     conv_block,

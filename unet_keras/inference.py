@@ -1,4 +1,4 @@
-"""Overlap-tile inference for images of any size, and the forward FLOPs.
+"""Overlap-tile inference for images of any size.
 
 The paper segments arbitrarily large images tile by tile: each output tile is
 predicted from a larger input tile whose missing context at the image border
@@ -30,8 +30,9 @@ import keras
 import numpy as np
 from keras import layers
 
-from unet_keras.augment import apply_symmetry, invert_symmetry
-from unet_keras.model import valid_input_size, valid_output_size
+from unet_keras.geometry import valid_input_size, valid_output_size
+from unet_keras.model import _flat_layers
+from unet_keras.symmetry import SYMMETRIES, apply_symmetry, invert_symmetry
 
 DEFAULT_TILE = 256  # input tile of same models, about the output tile of valid ones
 
@@ -55,14 +56,6 @@ class _Plan(NamedTuple):
 # ---------------------------------------------------------------------------
 # The model's geometry
 # ---------------------------------------------------------------------------
-def _flat_layers(model):
-    for layer in model.layers:
-        if hasattr(layer, "layers"):  # a nested model
-            yield from _flat_layers(layer)
-        else:
-            yield layer
-
-
 def _depth(model, channels):
     """Number of 2x downsamplings from the input to the coarsest map.
 
@@ -263,9 +256,6 @@ def _layout(plan, image_hw):
 # ---------------------------------------------------------------------------
 # Prediction
 # ---------------------------------------------------------------------------
-_SYMMETRIES = 8  # of the square: 4 quarter turns, each with and without a flip
-
-
 def _predict_views(model, plan, views, batch_size):
     """Overlap-tile predictions of same-sized (H, W, C) views, tiles batched across views."""
     image_hw = views[0].shape[:2]
@@ -355,7 +345,7 @@ def predict_tiled(model, image, tile=None, overlap=None, batch_size=4, tta=False
     if not isinstance(batch_size, int | np.integer) or batch_size < 1:
         raise ValueError(f"`batch_size` must be a positive integer, got {batch_size!r}.")
     tile = _check_tile(tile, geometry)
-    transforms = range(_SYMMETRIES if tta else 1)
+    transforms = range(SYMMETRIES if tta else 1)
     views = [(i, t) for i in range(len(batch)) for t in range(len(transforms))]
     totals = [0.0] * len(batch)
     per_call = max(len(transforms), int(batch_size))  # views whose tiles share batches
@@ -373,48 +363,3 @@ def predict_tiled(model, image, tile=None, overlap=None, batch_size=4, tta=False
                 totals[i] = totals[i] + invert_symmetry(prediction, t)
     results = [np.ascontiguousarray(total / len(transforms), np.float32) for total in totals]
     return np.stack(results) if is_batch else results[0]
-
-
-# ---------------------------------------------------------------------------
-# Compute
-# ---------------------------------------------------------------------------
-def _with_input_size(model, input_hw):
-    shape = (*input_hw, model.input_shape[-1])
-    if tuple(model.input_shape[1:]) == shape:
-        return model
-    return keras.models.clone_model(model, input_tensors=keras.Input(shape=shape))
-
-
-def forward_flops(model, input_hw):
-    """Floating-point operations of one forward pass, counted from the layers.
-
-    A multiply-add counts as 2 FLOPs. Conv2D: 2 * kh * kw * cin / groups *
-    cout * H_out * W_out. Conv2DTranspose: 2 * kh * kw * cin * cout * H_in *
-    W_in (each input pixel is scattered once; counting it over the output
-    size instead, 2 * kh * kw * cin * cout * H_out * W_out, inflates a 2x2
-    stride-2 up-convolution 4x). Biases, normalisation, activations and
-    pooling are left out (well under 1% for a U-Net). The paper's 64-filter
-    U-Net with same padding at 512x512 takes 384.7 GFLOP (436.3 GFLOP, the
-    often quoted ~437, with the up-convolutions counted over their output).
-
-    Args:
-        model: A Keras model with one image input.
-        input_hw: Input (height, width), or one int for a square.
-
-    Returns:
-        The FLOP count as an int.
-    """
-    input_hw = (input_hw, input_hw) if np.isscalar(input_hw) else tuple(input_hw)
-    shaped = _with_input_size(model, tuple(int(s) for s in input_hw))
-    total = 0
-    for layer in _flat_layers(shaped):
-        if isinstance(layer, layers.Conv2DTranspose):
-            height, width, channels = layer.input.shape[1:]
-        elif isinstance(layer, layers.Conv2D):
-            height, width = layer.output.shape[1:3]
-            channels = layer.input.shape[-1] // getattr(layer, "groups", 1)
-        else:
-            continue
-        kh, kw = layer.kernel_size
-        total += 2 * kh * kw * channels * layer.filters * height * width
-    return int(total)

@@ -79,7 +79,7 @@ class TileDataset(keras.utils.PyDataset):
             `unet_keras.weights.border_weight_maps`).
         tile_size: Side of the input tiles.
         output_size: Side of the target tiles for a valid-padding U-Net,
-            `unet_keras.model.valid_output_size(tile_size, depth)`; None for
+            `unet_keras.valid_output_size(tile_size, depth)`; None for
             same padding (targets as large as the inputs).
         batch_size: Tiles per batch.
         steps: Batches per epoch; by default enough to cover every image

@@ -36,10 +36,11 @@ from unet_keras.config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: F401 (
 from unet_keras.datasets import download_isbi2012, load_isbi2012, split_slices
 from unet_keras.family import build_unet3plus, build_unet_plus_plus, prediction_network
 from unet_keras.folding import fold_batch_norm
+from unet_keras.geometry import valid_output_size
 from unet_keras.losses import BCEDiceLoss, DiceLoss, WeightedCrossEntropy
 from unet_keras.malis import fine_tune_merges
 from unet_keras.metrics import DiceCoefficient
-from unet_keras.model import build_unet, valid_output_size
+from unet_keras.model import build_unet
 from unet_keras.pipeline import PerOutputDataset, TileDataset
 from unet_keras.plots import plot_history, read_history
 from unet_keras.progress import PROGRESS, RecordEpochsDone, read_progress, record_progress
