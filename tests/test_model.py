@@ -37,6 +37,8 @@ def test_paper_network_572_gives_388_with_23_convolutions():
     model = build_unet((572, 572, 1), num_classes=2, padding="valid")
     assert model.output_shape == (None, 388, 388, 2)
     assert count_conv_layers(model) == 23
+    inputs = keras.Input((572, 572, 1))
+    assert count_conv_layers(keras.Model(inputs, model(inputs))) == 23  # nested
 
 
 def test_paper_shape_trace():

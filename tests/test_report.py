@@ -32,10 +32,11 @@ def test_predict_and_score_writes_predictions_and_perfect_scores(isbi_data, tmp_
     _, masks = load_isbi2012(isbi_data, split="train")
     held_out, test = masks[[27, 28]], masks[:30]  # (N, 512, 512, 1) float32, 1 = membrane
     config = TrainConfig(tta=False, overlays=True)
+    recorded = {"val_slices": [27, 28], "device": "CPU"}
     metrics = predict_and_score(
-        _identity_model(), config, tmp_path, (held_out, masks[[27, 28]]), test,
-        {"val_slices": [27, 28], "device": "CPU"},
+        _identity_model(), config, tmp_path, (held_out, held_out), test, recorded
     )
+    assert recorded == {"val_slices": [27, 28], "device": "CPU"}  # the caller's dict is kept
 
     assert metrics["val"]["v_rand"] == pytest.approx(1.0)
     assert metrics["val"]["v_info"] == pytest.approx(1.0)
@@ -49,6 +50,7 @@ def test_predict_and_score_writes_predictions_and_perfect_scores(isbi_data, tmp_
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["val_slices"] == [27, 28] and saved["predict_seconds"] >= 0
     assert saved["val"]["v_rand"] == pytest.approx(metrics["val"]["v_rand"])
+    assert saved["val_watershed"]["v_rand"] == pytest.approx(metrics["val_watershed"]["v_rand"])
 
 
 def _scores(v_rand, v_info, per_slice=True):

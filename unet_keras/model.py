@@ -279,13 +279,6 @@ def build_unet(
     return keras.Model(inputs, outputs, name=name)
 
 
-def count_conv_layers(model):
-    """Number of Conv2D and Conv2DTranspose layers (23 in the paper)."""
-    return sum(
-        isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)) for layer in model.layers
-    )
-
-
 # ---------------------------------------------------------------------------
 # Counting
 # ---------------------------------------------------------------------------
@@ -295,6 +288,14 @@ def _flat_layers(model):
             yield from _flat_layers(layer)
         else:
             yield layer
+
+
+def count_conv_layers(model):
+    """Number of Conv2D and Conv2DTranspose layers (23 in the paper), nested
+    models included."""
+    return sum(
+        isinstance(layer, (layers.Conv2D, layers.Conv2DTranspose)) for layer in _flat_layers(model)
+    )
 
 
 def _with_input_size(model, input_hw):

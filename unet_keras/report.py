@@ -55,13 +55,14 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics):
         held_out: `(images, masks)` of the held-out slices, whose indices are
             `metrics["val_slices"]`.
         test_images: The 30 test slices.
-        metrics: What the run has recorded so far; the scores and
-            `predict_seconds` are added.
+        metrics: What the run has recorded so far.
 
     Returns:
-        `metrics` with the scores, as written to `metrics.json`.
+        A copy of `metrics` with the scores and `predict_seconds` added, as
+        written to `metrics.json`.
     """
     images, masks = held_out
+    metrics = dict(metrics)
     start = time.perf_counter()
     predictions = run_dir / "predictions"
     predictions.mkdir(exist_ok=True)
@@ -90,6 +91,7 @@ def _to_builtin(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"Cannot write {type(value).__name__} to JSON.")
+
 
 def format_scores(metrics):
     """A short text summary of a run's metrics, with the score of each held-out slice."""

@@ -33,7 +33,6 @@ def invert_symmetry(array, k):
 
 
 def symmetry_choices(height, width):
-    """The symmetries that keep an array's shape: all 8 for a square, flips
-    and half turns (k = 0, 2, 4, 6) otherwise, as `numpy.random.Generator.choice`
-    takes them."""
-    return SYMMETRIES if height == width else (0, 2, 4, 6)
+    """The symmetries `k` that keep an array's shape: all 8 for a square,
+    flips and half turns (0, 2, 4, 6) otherwise."""
+    return tuple(range(SYMMETRIES)) if height == width else (0, 2, 4, 6)
