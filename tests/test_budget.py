@@ -97,6 +97,23 @@ def test_a_slower_machine_falls_back_to_the_smaller_configuration_whole():
     assert "within the budget of 17" in sentences[1]
 
 
+def test_the_middle_configuration_is_trained_where_only_it_and_the_smallest_fit():
+    chain = [
+        TrainConfig.for_bfloat16_cpu(time_budget_minutes=17),
+        TrainConfig.for_slower_bfloat16_cpu(time_budget_minutes=17),
+        TrainConfig(time_budget_minutes=17),
+    ]
+    # The AVX-512 machine of session 29: the wide step 0.91 s, about 23 minutes.
+    times = StepTimes({32: 0.91, 24: 0.60, 16: 0.45})
+    chosen, sentences = choose_within_budget(chain, times)
+    assert chosen is chain[1] and times.timed == [32, 24]  # whole, and 16 not timed
+    assert "more than the budget of 17: the 24-filter configuration" in sentences[0]
+    assert "750 steps and 150 of fine-tuning" in sentences[1]
+    assert "within the budget of 17" in sentences[1]
+    restart = as_started(chain, chain[1])  # a restart resumes it, without timing again
+    assert restart == chain[1]
+
+
 def test_where_nothing_fits_the_last_configuration_is_shortened():
     wide, small = TrainConfig.for_bfloat16_cpu(time_budget_minutes=17), TrainConfig(
         time_budget_minutes=17

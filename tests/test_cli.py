@@ -44,21 +44,25 @@ def test_train_presets(monkeypatch, capsys):
     for preset in PRESETS:  # every preset is a choice of --preset
         assert main(["train", "--preset", preset, "--epochs", "3"]) == 0
     assert [(c.filters, c.epochs, c.mixed_precision) for c in seen] == [
-        (16, 3, "auto"), (32, 3, "mixed_bfloat16"), (32, 3, "auto")
+        (16, 3, "auto"), (32, 3, "mixed_bfloat16"), (24, 3, "mixed_bfloat16"), (32, 3, "auto")
     ]
-    assert offered == [[], [], []]  # a preset asked for by name is trained as it is ...
+    assert offered == [[], [], [], []]  # a preset asked for by name is trained as it is ...
     assert capsys.readouterr().out == ""  # ... and not announced
-    monkeypatch.setattr(TrainConfig, "machine_presets", staticmethod(lambda: ("cpu-bf16", "cpu")))
+    bfloat16_chain = ("cpu-bf16", "cpu-bf16-24", "cpu")
+    monkeypatch.setattr(TrainConfig, "machine_presets", staticmethod(lambda: bfloat16_chain))
     assert main(["train", "--epochs", "3"]) == 0
     assert seen[-1] == TrainConfig.for_bfloat16_cpu(epochs=3)
     announced = capsys.readouterr().out
-    assert "cpu-bf16 preset, picked for this machine (--preset cpu or gpu" in announced
+    assert "cpu-bf16 preset, picked for this machine (--preset cpu, cpu-bf16-24 or gpu" in announced
     # With a budget (make train's), the smaller preset is there to fall back on.
     assert main(["train", "--epochs", "3", "--time-budget-minutes", "17"]) == 0
     assert seen[-1] == TrainConfig.for_bfloat16_cpu(epochs=3, time_budget_minutes=17)
-    assert offered[-1] == [TrainConfig(epochs=3, time_budget_minutes=17)]
+    assert offered[-1] == [
+        TrainConfig.for_slower_bfloat16_cpu(epochs=3, time_budget_minutes=17),
+        TrainConfig(epochs=3, time_budget_minutes=17),
+    ]
     announced = capsys.readouterr().out
-    assert "machine; the cpu preset if it does not fit the time budget (--preset" in announced
+    assert "machine; the cpu-bf16-24 or cpu preset if it does not fit the time budget" in announced
 
 
 @pytest.fixture(scope="module")

@@ -375,6 +375,7 @@ def test_auto_picks_the_preset_for_the_machine(monkeypatch, kind, bfloat16_cpu, 
 def test_presets_by_name():
     assert TrainConfig.from_preset("cpu", seed=2) == TrainConfig(seed=2)
     assert TrainConfig.from_preset("cpu-bf16") == TrainConfig.for_bfloat16_cpu()
+    assert TrainConfig.from_preset("cpu-bf16-24") == TrainConfig.for_slower_bfloat16_cpu()
     assert TrainConfig.from_preset("gpu") == TrainConfig.for_gpu()
     with pytest.raises(ValueError, match="'auto' or one of"):
         TrainConfig.from_preset("tpu")
@@ -385,6 +386,27 @@ def test_bfloat16_cpu_preset_is_wider_longer_and_weighs_merges_more():
     assert (wide.filters, wide.epochs, wide.mixed_precision) == (32, 2, "mixed_bfloat16")
     assert (base.malis_weight, wide.malis_weight) == (0.5, 2.0)
     assert wide.steps_per_epoch == base.steps_per_epoch and wide.tile_size == base.tile_size
+
+
+def test_slower_bfloat16_cpu_preset_sits_between_the_two():
+    base, wide = TrainConfig(), TrainConfig.for_bfloat16_cpu()
+    middle = TrainConfig.for_slower_bfloat16_cpu()
+    assert (middle.filters, middle.epochs, middle.mixed_precision) == (24, 15, "mixed_bfloat16")
+    assert base.filters < middle.filters < wide.filters and middle.malis_weight == 2.0
+    steps = [c.epochs * c.steps_per_epoch for c in (base, middle, wide)]
+    assert steps == [500, 750, 1000]
+    assert TrainConfig.for_slower_bfloat16_cpu(filters=20, epochs=2).filters == 20  # overridable
+
+
+def test_machine_presets_list_the_fallbacks_largest_first(monkeypatch):
+    cpu = DeviceInfo("tensorflow", "CPU", "x", bf16=False)
+    monkeypatch.setattr("unet_keras.config.detect_device", lambda: cpu)
+    monkeypatch.setattr("unet_keras.config.computes_bfloat16_on_cpu", lambda d: True)
+    assert TrainConfig.machine_presets() == ("cpu-bf16", "cpu-bf16-24", "cpu")
+    filters = [TrainConfig.from_preset(p).filters for p in TrainConfig.machine_presets()]
+    assert filters == sorted(filters, reverse=True)
+    monkeypatch.setattr("unet_keras.config.computes_bfloat16_on_cpu", lambda d: False)
+    assert TrainConfig.machine_presets() == ("cpu",)
 
 
 def test_config_validation():

@@ -51,14 +51,20 @@ def _train(args):
         if args.preset == "auto":
             presets = TrainConfig.machine_presets()
             if args.verbose:
-                others = " or ".join(p for p in PRESETS if p != presets[0])
-                smaller = (f"; the {presets[1]} preset if it does not fit the time budget"
+                others = _either([p for p in PRESETS if p != presets[0]])
+                smaller = (f"; the {_either(presets[1:])} preset if it does not fit "
+                           "the time budget"
                            if len(presets) > 1 and overrides.get("time_budget_minutes") else "")
                 print(f"The {presets[0]} preset, picked for this machine{smaller} "
                       f"(--preset {others} to choose another).")
         config = TrainConfig.from_preset(presets[0], **overrides)
     fallbacks = [TrainConfig.from_preset(p, **overrides) for p in presets[1:]]
     train(config, verbose=args.verbose, fallbacks=fallbacks)
+
+
+def _either(names):
+    """The names as prose: `a`, `a or b`, `a, b or c`."""
+    return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
 def _add_watershed_arguments(parser, help):
@@ -196,9 +202,11 @@ def make_parser():
 
     p = commands.add_parser("train", help="train on ISBI 2012, predict and score (a run folder)")
     # config.PRESETS, written out: importing config would load Keras for `--help`.
-    p.add_argument("--preset", choices=("auto", "cpu", "cpu-bf16", "gpu"), default="auto",
+    p.add_argument("--preset", choices=("auto", "cpu", "cpu-bf16", "cpu-bf16-24", "gpu"),
+                   default="auto",
                    help="the default configuration for a CPU, a CPU that computes in "
-                        "bfloat16, or a GPU (auto: by the machine)")
+                        "bfloat16 (cpu-bf16-24: a slower one), or a GPU (auto: by the "
+                        "machine)")
     p.add_argument("--config", help="a config.json of an earlier run to start from")
     p.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (0, 1, 2)")
     _add_config_arguments(p)
