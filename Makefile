@@ -57,7 +57,7 @@ test-jax: $(JAX_STAMP)
 	KERAS_BACKEND=jax $(JAX_VENV)/bin/python -m pytest -ra -m backends
 
 # The main job: download ISBI 2012, train, predict and score into runs/$(RUN)/.
-# PRESET=cpu, cpu-bf16 or gpu overrides the configuration picked for the machine.
+# PRESET=cpu, cpu-bf16, cpu-bf16-24 or gpu overrides the configuration picked for the machine.
 # BUDGET: minutes for the training command, which leaves 2-3 of the 20 to the set-up;
 # a slower machine trains fewer steps to end in time (BUDGET=0: all of them).
 train: $(RUNTIME)
