@@ -175,10 +175,11 @@ class TrainConfig:
         """`for_bfloat16_cpu` at 24 filters and 750 steps, for bfloat16 CPUs
         too slow for its 32 filters and 1,000 steps within a time budget.
 
-        About 10 minutes of training where the 32-filter schedule would take
-        23 (a 2-core AVX-512 machine of December 2026). On both tuning folds it
-        scored above the default, raw and with the watershed, and below the
-        32-filter preset (docs/results.md).
+        About 12 minutes of `make train` where the 32-filter schedule would
+        take 21 (a 2-core AVX-512 machine of December 2026). On the mean of two
+        seeds it scored above the default on both tuning folds, raw and with
+        the watershed; level with the 32-filter preset on one fold and below
+        it on the other (docs/results.md).
         """
         return cls.for_bfloat16_cpu(**{"filters": 24, "epochs": 15, **overrides})
 
@@ -193,8 +194,8 @@ class TrainConfig:
         """The presets that suit this machine, the largest first.
 
         `("gpu",)` when Keras sees a GPU, `("cpu-bf16", "cpu-bf16-24", "cpu")`
-        on a CPU that computes in bfloat16 and `("cpu",)` on other CPUs. With a time budget,
-        `make train` trains the first whose whole schedule fits it (see
+        on a CPU that computes in bfloat16 and `("cpu",)` on other CPUs. With a
+        time budget, `make train` trains the first whose whole schedule fits it (see
         `train`'s `fallbacks`): CPUs with the same instructions differ in
         speed by more than 2x.
         """
