@@ -205,8 +205,8 @@ def make_parser():
     p.add_argument("--preset", choices=("auto", "cpu", "cpu-bf16", "cpu-bf16-24", "gpu"),
                    default="auto",
                    help="the default configuration for a CPU, a CPU that computes in "
-                        "bfloat16 (cpu-bf16-24: a slower one), or a GPU (auto: by the "
-                        "machine)")
+                        "bfloat16 (cpu-bf16-24: for a slower one), or a GPU (auto: by "
+                        "the machine)")
     p.add_argument("--config", help="a config.json of an earlier run to start from")
     p.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (0, 1, 2)")
     _add_config_arguments(p)

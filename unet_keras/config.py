@@ -195,9 +195,9 @@ class TrainConfig:
 
         `("gpu",)` when Keras sees a GPU, `("cpu-bf16", "cpu-bf16-24", "cpu")`
         on a CPU that computes in bfloat16 and `("cpu",)` on other CPUs. With a
-        time budget, `make train` trains the first whose whole schedule fits it (see
-        `train`'s `fallbacks`): CPUs with the same instructions differ in
-        speed by more than 2x.
+        time budget, `make train` trains the first whose whole schedule fits
+        it (see `train`'s `fallbacks`): CPUs with the same instructions differ
+        in speed by more than 2x.
         """
         device = detect_device()
         if device.kind == "GPU":
