@@ -42,6 +42,7 @@ class TrainConfig:
     dropout: float = 0.0
     padding: str = "same"
     upsampling: str = "transpose"
+    residual: bool = False  # residual conv blocks, He et al. 2016 (model.conv_block)
     # Objective and optimiser.
     loss: str = "bce_dice"
     optimizer: str = "adam"
@@ -130,8 +131,11 @@ class TrainConfig:
                 raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)!r}.")
 
     def _check_family_options(self):
-        """U-Net++ and UNet 3+ are built with "same" padding and no dropout."""
-        unsupported = {"padding": ("same", self.padding), "dropout": (0.0, self.dropout)}
+        """U-Net++ and UNet 3+ are built with "same" padding, no dropout and plain blocks."""
+        unsupported = {
+            "padding": ("same", self.padding), "dropout": (0.0, self.dropout),
+            "residual": (False, self.residual),
+        }
         if self.architecture == "unet3+":  # it upsamples bilinearly by design
             unsupported["upsampling"] = ("transpose", self.upsampling)
         for name, (supported, value) in unsupported.items():

@@ -69,7 +69,7 @@ def build_model(config):
     return build_unet(
         input_shape=(None, None, 1), num_classes=1, depth=config.depth,
         filters=config.filters, batch_norm=config.batch_norm, dropout=config.dropout,
-        padding=config.padding, upsampling=config.upsampling,
+        padding=config.padding, upsampling=config.upsampling, residual=config.residual,
     )
 
 
