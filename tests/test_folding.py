@@ -61,6 +61,21 @@ def test_folded_unet_computes_the_same_function(padding):
     assert _count(model, layers.BatchNormalization) == 10  # 5 blocks of 2
 
 
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_folded_residual_unet_computes_the_same_function(padding):
+    """The shortcuts' 1x1 convolutions fold with their BatchNorm, like the 3x3 ones."""
+    keras.utils.set_random_seed(0)
+    model = _with_trained_statistics(
+        build_unet(filters=4, depth=2, batch_norm=True, padding=padding, residual=True)
+    )
+    folded = fold_batch_norm(model)
+    batch = np.random.default_rng(3).normal(size=(2, 92, 92, 1)).astype("float32")
+
+    _assert_same_function(model, folded, batch)
+    assert _count(model, layers.BatchNormalization) == 15  # 5 blocks of 2, 5 shortcuts
+    assert _count(folded, layers.BatchNormalization) == 0
+
+
 def test_folding_the_family_models():
     keras.utils.set_random_seed(0)
     batch = np.random.default_rng(2).normal(size=(1, 64, 64, 1)).astype("float32")

@@ -4,6 +4,7 @@ import pytest
 
 from unet_keras import (
     build_unet,
+    conv_block,
     count_conv_layers,
     forward_flops,
     valid_input_size,
@@ -139,6 +140,7 @@ def test_valid_size_the_network_cannot_take_names_the_nearest_sizes():
         (dict(dropout=1.0), "dropout"),
         (dict(padding="full"), "padding"),
         (dict(upsampling="nearest"), "upsampling"),
+        (dict(residual="yes"), "residual"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):
@@ -184,3 +186,58 @@ def test_forward_flops_of_a_valid_model():
     same = build_unet(filters=2, depth=2, dropout=0)
     assert 0 < forward_flops(model, size) < forward_flops(same, size)
     assert valid_output_size(size, 2) == 100
+
+
+# ---------------------------------------------------------------------------
+# Residual blocks
+# ---------------------------------------------------------------------------
+def test_residual_parameter_count():
+    """Every block gains a 1x1 shortcut convolution: no block keeps its channels."""
+    plain = build_unet(filters=4, depth=2, dropout=0)
+    residual = build_unet(filters=4, depth=2, dropout=0, residual=True)
+    shortcuts = [(1, 4), (4, 8), (8, 16), (16, 8), (8, 4)]  # down1, down2, bottleneck, up2, up1
+    extra = sum(_conv_params(1, cin, cout) for cin, cout in shortcuts)
+    assert residual.count_params() == plain.count_params() + extra
+    assert count_conv_layers(residual) == count_conv_layers(plain) + 5
+    with_bn = build_unet(filters=4, depth=2, dropout=0, residual=True, batch_norm=True)
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in with_bn.layers) == 15
+
+
+def test_residual_block_adds_the_projected_input():
+    """With the second convolution zeroed, a block is relu(shortcut(x))."""
+    inputs = keras.Input((16, 16, 3))
+    block = keras.Model(inputs, conv_block(inputs, 5, residual=True, name="b"))
+    block.get_layer("b_conv2").set_weights(
+        [np.zeros_like(w) for w in block.get_layer("b_conv2").get_weights()]
+    )
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
+    kernel, bias = block.get_layer("b_shortcut_conv").get_weights()
+    expected = np.maximum(x @ kernel[0, 0] + bias, 0)
+    np.testing.assert_allclose(block.predict(x, verbose=0), expected, atol=1e-5)
+
+
+def test_residual_block_with_as_many_channels_adds_the_input_itself():
+    inputs = keras.Input((8, 8, 4))
+    block = keras.Model(inputs, conv_block(inputs, 4, residual=True, name="b"))
+    assert all("shortcut" not in layer.name for layer in block.layers)
+    block.get_layer("b_conv2").set_weights(
+        [np.zeros_like(w) for w in block.get_layer("b_conv2").get_weights()]
+    )
+    x = np.random.default_rng(1).normal(size=(1, 8, 8, 4)).astype("float32")
+    np.testing.assert_allclose(block.predict(x, verbose=0), np.maximum(x, 0), atol=1e-6)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_residual_network_keeps_the_geometry(padding):
+    model = build_unet(filters=2, depth=2, padding=padding, residual=True, batch_norm=True)
+    size = 92 if padding == "valid" else 64
+    expected = valid_output_size(size, 2) if padding == "valid" else size
+    assert _output_shape(model, size) == (1, expected, expected, 1)
+
+
+def test_residual_network_saves_and_loads(tmp_path):
+    model = build_unet(filters=2, depth=2, residual=True, batch_norm=True)
+    model.save(tmp_path / "residual.keras")
+    loaded = keras.models.load_model(tmp_path / "residual.keras")
+    x = np.random.default_rng(2).random((1, 32, 32, 1)).astype("float32")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0))

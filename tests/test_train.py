@@ -428,6 +428,8 @@ def test_config_validation():
         TrainConfig(architecture="unet++", padding="valid", tile_size=252)
     with pytest.raises(ValueError, match="dropout"):
         TrainConfig(architecture="unet3+", dropout=0.2)
+    with pytest.raises(ValueError, match="residual=True.*architecture='unet'"):
+        TrainConfig(architecture="unet++", residual=True)
     with pytest.raises(ValueError, match="malis_weight"):
         TrainConfig(malis_weight=-1)
     with pytest.raises(ValueError, match="upsampling='bilinear'"):
