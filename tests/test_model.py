@@ -207,10 +207,18 @@ def test_residual_block_adds_the_projected_input():
     """With the second convolution zeroed, a block is relu(shortcut(x))."""
     inputs = keras.Input((16, 16, 3))
     block = keras.Model(inputs, conv_block(inputs, 5, residual=True, name="b"))
+    x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
+    # Both paths are summed: relu(conv path before its ReLU + shortcut).
+    paths = keras.Model(
+        inputs, [block.get_layer("b_conv2").output, block.get_layer("b_shortcut_conv").output]
+    )
+    conv_path, shortcut = paths.predict(x, verbose=0)
+    np.testing.assert_allclose(
+        block.predict(x, verbose=0), np.maximum(conv_path + shortcut, 0), atol=1e-5
+    )
     block.get_layer("b_conv2").set_weights(
         [np.zeros_like(w) for w in block.get_layer("b_conv2").get_weights()]
     )
-    x = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype("float32")
     kernel, bias = block.get_layer("b_shortcut_conv").get_weights()
     expected = np.maximum(x @ kernel[0, 0] + bias, 0)
     np.testing.assert_allclose(block.predict(x, verbose=0), expected, atol=1e-5)

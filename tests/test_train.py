@@ -11,7 +11,7 @@ import tifffile
 
 from unet_keras.backend_utils import DeviceInfo
 from unet_keras.plots import read_history
-from unet_keras.train import TrainConfig, _callbacks, format_scores, train
+from unet_keras.train import TrainConfig, _callbacks, build_model, format_scores, train
 
 pytestmark = pytest.mark.slow
 
@@ -386,6 +386,14 @@ def test_bfloat16_cpu_preset_is_wider_longer_and_weighs_merges_more():
     assert (wide.filters, wide.epochs, wide.mixed_precision) == (32, 2, "mixed_bfloat16")
     assert (base.malis_weight, wide.malis_weight) == (0.5, 2.0)
     assert wide.steps_per_epoch == base.steps_per_epoch and wide.tile_size == base.tile_size
+
+
+def test_residual_option_reaches_the_network():
+    plain = build_model(TrainConfig(filters=4, depth=2))
+    residual = build_model(TrainConfig(filters=4, depth=2, residual=True))
+    assert not any("shortcut" in layer.name for layer in plain.layers)
+    assert sum(layer.name.endswith("_shortcut_conv") for layer in residual.layers) == 5
+    assert json.loads(TrainConfig(residual=True).to_json())["residual"] is True
 
 
 def test_slower_bfloat16_cpu_preset_sits_between_the_two():

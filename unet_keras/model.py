@@ -238,9 +238,7 @@ def _validate_input_size(input_shape, depth, padding="same"):
             )
 
 
-def _validate(
-    input_shape, num_classes, depth, filters, dropout, padding, upsampling, residual=False,
-):
+def _validate(input_shape, num_classes, depth, filters, dropout, padding, upsampling, residual):
     _validate_network(input_shape, num_classes, depth)
     if not isinstance(residual, bool):
         raise ValueError(f"`residual` must be True or False, got {residual!r}.")
