@@ -44,7 +44,7 @@ test-torch: $(STAMP)
 test: lint test-tf test-torch
 
 # The backend-agnostic tests on JAX, in a virtualenv of its own without TensorFlow.
-# Not part of `make test`, which it would lengthen by about 6 minutes on 2 cores.
+# Not part of `make test`, which it would lengthen by 4 to 6 minutes on 2 cores (its install included).
 JAX_VENV := .venv-jax
 JAX_STAMP := $(JAX_VENV)/.installed
 
