@@ -39,8 +39,11 @@ def _outputs(model, batch):
 
 
 def _assert_same_function(model, folded, batch):
+    # float32 round-off alone reaches 2.3e-5 through the residual networks' summed paths
+    # (measured over seeds and CPUs); the subtlest wrong fold tried, one that leaves out
+    # BatchNorm's epsilon, is off by 2.8e-3 or more. 2e-4 sits a factor of ten from each.
     for expected, got in zip(_outputs(model, batch), _outputs(folded, batch), strict=True):
-        np.testing.assert_allclose(got, expected, atol=2e-5)
+        np.testing.assert_allclose(got, expected, atol=2e-4)
 
 
 @pytest.mark.parametrize("padding", ["same", "valid"])
