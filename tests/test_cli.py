@@ -204,3 +204,41 @@ def test_evaluate_lists_the_costliest_errors(tmp_path, capsys, gap_and_specks):
     assert "costliest_errors" not in json.loads(capsys.readouterr().out)
     assert main([*evaluate, "--errors", "0"]) == 2
     assert "--errors must be at least 1" in capsys.readouterr().err
+
+
+def test_an_unreachable_data_server_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    """`make train` on a machine that cannot reach the data: one line saying
+    what failed and how to use a mirror, not a traceback."""
+    import socket
+
+    with socket.socket() as probe:  # a port that nothing listens on once it is closed
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    assert main(["download", "--dest", str(tmp_path / "data"), "--base-url", url]) == 2
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    last = error.splitlines()[-1]  # below the progress bar
+    assert last.startswith(f"error: Could not download {url}") and "UNET_KERAS_DATA_URL" in last
+
+    monkeypatch.setenv("UNET_KERAS_DATA_URL", url)
+    assert main(["train", "--preset", "cpu", "--runs-dir", str(tmp_path / "runs"),
+                 "--data-dir", str(tmp_path / "data")]) == 2
+    assert capsys.readouterr().err.splitlines()[-1].startswith(f"error: Could not download {url}")
+
+
+def test_ctrl_c_in_train_says_how_to_resume(tmp_path, monkeypatch, capsys):
+    import unet_keras.train
+
+    def interrupted(config, verbose, fallbacks=()):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(unet_keras.train, "train", interrupted)
+    try:
+        code = main(["train", "--preset", "cpu", "--name", "mine", "--runs-dir", str(tmp_path)])
+    except KeyboardInterrupt:  # caught here, or it would stop the whole test session
+        pytest.fail("the Ctrl-C escaped main() as a traceback")
+    assert code == 130
+    error = capsys.readouterr().err
+    assert f"{tmp_path / 'mine'} keeps the finished epochs" in error
+    assert "run the same command again to resume" in error

@@ -69,8 +69,8 @@ def test_short_run_writes_every_file(tmp_path, isbi_data):
     assert len(format_scores(saved).splitlines()) == 3
 
 
-class Interrupt(Exception):
-    pass
+class Interrupt(KeyboardInterrupt):
+    """What a Ctrl-C raises, and not an `Exception` that an `except Exception` could swallow."""
 
 
 class InterruptAt(keras.callbacks.Callback):

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from unet_keras.datasets import DownloadError
 from unet_keras.io import membrane_mask_from_labels, read_stack, to_unit_range, write_stack
 from unet_keras.postprocess import _check_parameters, watershed_membranes
 
@@ -59,7 +60,14 @@ def _train(args):
                       f"(--preset {others} to choose another).")
         config = TrainConfig.from_preset(presets[0], **overrides)
     fallbacks = [TrainConfig.from_preset(p, **overrides) for p in presets[1:]]
-    train(config, verbose=args.verbose, fallbacks=fallbacks)
+    try:
+        train(config, verbose=args.verbose, fallbacks=fallbacks)
+    except KeyboardInterrupt:
+        # A Ctrl-C loses at most the current epoch (or 25 steps of the fine-tuning):
+        # say so, instead of a traceback that looks like a crash.
+        print(f"\nInterrupted. {config.run_dir} keeps the finished epochs: run the same "
+              "command again to resume the run where it stopped.", file=sys.stderr)
+        return 130
 
 
 def _either(names):
@@ -243,8 +251,7 @@ def make_parser():
 def main(argv=None):
     args = make_parser().parse_args(argv)
     try:
-        args.run(args)
-    except (FileNotFoundError, ValueError) as error:
+        return args.run(args) or 0
+    except (FileNotFoundError, ValueError, DownloadError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    return 0
