@@ -206,6 +206,32 @@ def test_evaluate_lists_the_costliest_errors(tmp_path, capsys, gap_and_specks):
     assert "--errors must be at least 1" in capsys.readouterr().err
 
 
+def test_evaluate_scores_the_named_slices_of_the_labels(tmp_path, capsys, gap_and_specks):
+    """A run's val.tif holds only its held-out slices: --label-slices picks
+    them out of the whole labelled stack, and without it the error says so."""
+    prob, mask = gap_and_specks
+    right = np.where(mask, 0.95, 0.02).astype(np.float32)
+    labels = np.stack([np.zeros_like(mask), mask, np.zeros_like(mask), mask.T])
+    tifffile.imwrite(tmp_path / "labels.tif", (255 - 255 * labels).astype(np.uint8))
+    tifffile.imwrite(tmp_path / "pred.tif", np.stack([prob, right.T]))
+    evaluate = ["evaluate", "--prediction", str(tmp_path / "pred.tif"),
+                "--labels", str(tmp_path / "labels.tif")]
+    capsys.readouterr()
+    assert main([*evaluate, "--label-slices", "1", "3"]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    expected = score_isbi(np.stack([prob, right.T]), np.stack([mask, mask.T]))
+    assert scores["v_rand_per_slice"] == pytest.approx(expected["v_rand_per_slice"])
+    assert scores["v_rand_per_slice"][1] == pytest.approx(1.0)  # the transposed slice matched
+
+    assert main(evaluate) == 2
+    error = capsys.readouterr().err
+    assert "The prediction has 2 slices and the labels 4" in error and "--label-slices" in error
+    assert main([*evaluate, "--label-slices", "1", "4"]) == 2
+    assert "the labels have slices 0 to 3 only" in capsys.readouterr().err
+    assert main([*evaluate, "--label-slices", "1"]) == 2
+    assert "names 1 slices but the prediction has 2" in capsys.readouterr().err
+
+
 def test_an_unreachable_data_server_is_a_clear_error(tmp_path, monkeypatch, capsys):
     """`make train` on a machine that cannot reach the data: one line saying
     what failed and how to use a mirror, not a traceback."""

@@ -172,6 +172,35 @@ def _print_json(scores):
     print("{\n" + ",\n".join(fields) + "\n}")
 
 
+def _select_slices(labels, indices, count):
+    """The slices of `labels` that a prediction of `count` slices holds.
+
+    A run's `predictions/val.tif` holds only its held-out slices, so scoring it
+    against the whole labelled stack needs their indices (`--label-slices`).
+    """
+    if indices is None:
+        if len(labels) != count:
+            raise ValueError(
+                f"The prediction has {count} slices and the labels {len(labels)}. If the "
+                "prediction holds only some of the labelled slices, name them with "
+                "--label-slices in its order: for a run's predictions/val.tif, the "
+                "val_slices of its metrics.json (e.g. --label-slices 25 26 27 28 29)."
+            )
+        return labels
+    outside = [i for i in indices if not 0 <= i < len(labels)]
+    if outside:
+        raise ValueError(
+            f"--label-slices {' '.join(map(str, outside))}: the labels have slices "
+            f"0 to {len(labels) - 1} only."
+        )
+    if len(indices) != count:
+        raise ValueError(
+            f"--label-slices names {len(indices)} slices but the prediction has {count}: "
+            "name one labelled slice for each predicted one, in the prediction's order."
+        )
+    return labels[list(indices)]
+
+
 def _evaluate(args):
     from unet_keras.evaluate import score_isbi
 
@@ -183,7 +212,7 @@ def _evaluate(args):
         prob = 1.0 - prob
     if args.watershed:
         prob = watershed_membranes(prob, **watershed_options)
-    labels = read_stack(args.labels)
+    labels = _select_slices(read_stack(args.labels), args.label_slices, len(prob))
     mask = membrane_mask_from_labels(labels, source=str(args.labels))
     scores = score_isbi(prob, mask)
     for curve in ("thresholds", "v_rand_curve", "v_info_curve"):
@@ -238,6 +267,9 @@ def make_parser():
     p.add_argument("--prediction", required=True, help="TIFF stack of membrane probabilities")
     p.add_argument("--labels", required=True,
                    help="folder or TIFF stack of labels (0 = membrane, 255 = interior)")
+    p.add_argument("--label-slices", type=int, nargs="+", default=None, metavar="I",
+                   help="the slices of --labels that the prediction holds, in its order "
+                        "(a run's val.tif: its val_slices, e.g. 25 26 27 28 29)")
     p.add_argument("--isbi-submission", action="store_true",
                    help="the prediction holds interior probabilities (1 - membrane)")
     p.add_argument("--errors", type=int, default=None, metavar="K",
