@@ -11,6 +11,7 @@ from unet_keras.budget import (
     as_started,
     choose_within_budget,
     describe_fit,
+    differences_from_request,
     estimate_seconds,
     fit_to_budget,
     time_training_step,
@@ -153,3 +154,22 @@ def test_time_training_step_times_a_real_step():
     seconds = time_training_step(model, (x, x), repeats=2)
     assert 0 < seconds < 5
     assert not np.array_equal(model.get_weights()[0], before)  # it trained: real steps
+
+
+def test_a_finished_run_is_compared_with_the_request_up_to_its_budgeted_steps():
+    asked = TrainConfig(time_budget_minutes=17)
+    cut = dataclasses.replace(asked, steps_per_epoch=29, malis_steps=87)  # as the budget left it
+    assert differences_from_request([asked], cut) == []
+    wide = TrainConfig.for_bfloat16_cpu(time_budget_minutes=17)
+    assert differences_from_request([wide, asked], cut) == []  # it was the fallback
+    assert differences_from_request([TrainConfig()], cut) == [  # no budget: all the steps
+        "steps_per_epoch 29 there, 50 asked", "malis_steps 87 there, 150 asked",
+        "time_budget_minutes 17 there, 0.0 asked",
+    ]
+    assert differences_from_request([dataclasses.replace(asked, filters=32)], cut) == [
+        "filters 16 there, 32 asked"
+    ]
+    whole = TrainConfig()  # without a budget the steps must match as well
+    assert differences_from_request([whole], dataclasses.replace(whole, steps_per_epoch=49)) == [
+        "steps_per_epoch 49 there, 50 asked"
+    ]

@@ -2,7 +2,9 @@
 
 import json
 
-from unet_keras.progress import PROGRESS, read_progress, record_progress
+import pytest
+
+from unet_keras.progress import PROGRESS, finished_metrics, read_progress, record_progress
 
 
 def test_stages_are_added_to_the_record(tmp_path):
@@ -21,3 +23,13 @@ def test_a_run_folder_of_an_earlier_version_is_read(tmp_path):
     assert read_progress(tmp_path) == {"train_seconds": 42.0}
     record_progress(tmp_path, malis_seconds=3.0)
     assert read_progress(tmp_path) == {"train_seconds": 42.0, "malis_seconds": 3.0}
+
+
+@pytest.mark.parametrize("leftover", [PROGRESS, "backup", "malis"])
+def test_a_run_is_finished_when_its_scores_are_written_and_nothing_is_left(tmp_path, leftover):
+    assert finished_metrics(tmp_path) is None  # a new run
+    (tmp_path / leftover).mkdir()
+    (tmp_path / "metrics.json").write_text('{"val": {"v_rand": 0.98}}')
+    assert finished_metrics(tmp_path) is None  # scores of an earlier stop, a stage unfinished
+    (tmp_path / leftover).rmdir()
+    assert finished_metrics(tmp_path) == {"val": {"v_rand": 0.98}}

@@ -69,6 +69,27 @@ def test_short_run_writes_every_file(tmp_path, isbi_data):
     assert len(format_scores(saved).splitlines()) == 3
 
 
+def test_a_finished_run_is_kept_not_trained_over(tmp_path, isbi_data, capsys):
+    """Starting a finished run again (`make train` twice) trains nothing and
+    returns its scores; another configuration in its folder is refused."""
+    config = tiny_config(tmp_path, isbi_data, overlays=False)
+    metrics = train(config, verbose=0)
+    model = (config.run_dir / "model.keras").read_bytes()
+
+    recorder = EpochRecorder()
+    again = train(config, extra_callbacks=[recorder], verbose=1)
+    assert recorder.epochs == recorder.batches == []
+    assert again == json.loads(json.dumps(metrics))  # as metrics.json holds them
+    assert (config.run_dir / "model.keras").read_bytes() == model
+    said = capsys.readouterr().out
+    assert "holds a finished run of this configuration, so nothing is trained" in said
+    assert format_scores(again) in said
+
+    with pytest.raises(ValueError, match="another configuration \\(filters 4 there, 8 asked\\)"):
+        train(dataclasses.replace(config, filters=8), verbose=0)
+    assert (config.run_dir / "model.keras").read_bytes() == model
+
+
 class Interrupt(KeyboardInterrupt):
     """What a Ctrl-C raises, and not an `Exception` that an `except Exception` could swallow."""
 

@@ -188,6 +188,37 @@ def as_started(candidates, started):
     )
 
 
+def differences_from_request(candidates, started):
+    """How a run's configuration differs from the one a new call asks for.
+
+    A run trained under a time budget may have fewer steps than asked for, so
+    the steps count as the same where the request has a budget.
+
+    Args:
+        candidates: The `TrainConfig`s the call was given, as for
+            `choose_within_budget`.
+        started: The `TrainConfig` of the run (its `config.json`).
+
+    Returns:
+        An empty list if one of the candidates asks for `started`, else one
+        `"field: run, asked"` string per field in which the first candidate
+        differs.
+    """
+    asked = []
+    for config in candidates:
+        if config.time_budget_minutes:
+            config = dataclasses.replace(
+                config, steps_per_epoch=started.steps_per_epoch, malis_steps=started.malis_steps
+            )
+        if config == started:
+            return []
+        asked.append(config)
+    pairs = ((f.name, getattr(started, f.name), getattr(asked[0], f.name))
+             for f in dataclasses.fields(started))
+    return [f"{name} {there!r} there, {wanted!r} asked" for name, there, wanted in pairs
+            if there != wanted]
+
+
 def _steps(config):
     return f"{config.epochs * config.steps_per_epoch} steps and {config.malis_steps} of fine-tuning"
 

@@ -5,6 +5,8 @@ A run folder's `progress.json` gains `train_seconds` when the epochs end and
 `malis_seconds` when the fine-tuning against merges ends; `train` deletes it
 once `metrics.json` is written. Inside a stage, Keras's `BackupAndRestore`
 (the epochs) and `malis/` (the fine-tuning) hold the state to resume from.
+A folder with `metrics.json` and none of these holds a finished run, which
+`train` keeps rather than trains over (`finished_metrics`).
 """
 
 import json
@@ -32,6 +34,24 @@ def read_progress(run_dir):
         return json.loads(path.read_text())
     older = Path(run_dir) / "malis" / "fit.json"  # how earlier versions marked the epochs done
     return {"train_seconds": json.loads(older.read_text())} if older.is_file() else {}
+
+
+def finished_metrics(run_dir):
+    """The scores of the finished run in `run_dir`, if it holds one.
+
+    Args:
+        run_dir: A run folder.
+
+    Returns:
+        The dict of its `metrics.json`, or None while the folder holds no run
+        or an unfinished one (`progress.json`, `backup/` or `malis/` left).
+    """
+    run_dir = Path(run_dir)
+    metrics = run_dir / "metrics.json"
+    unfinished = any((run_dir / name).exists() for name in (PROGRESS, "backup", "malis"))
+    if unfinished or not metrics.is_file():
+        return None
+    return json.loads(metrics.read_text())
 
 
 def record_progress(run_dir, **stages):

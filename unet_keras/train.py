@@ -31,7 +31,12 @@ from unet_keras.backend_utils import (
     detect_device,
     supports_jit,
 )
-from unet_keras.budget import as_started, choose_within_budget, time_training_step
+from unet_keras.budget import (
+    as_started,
+    choose_within_budget,
+    differences_from_request,
+    time_training_step,
+)
 from unet_keras.config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: F401 (the API)
 from unet_keras.datasets import download_isbi2012, load_isbi2012, split_slices
 from unet_keras.family import build_unet3plus, build_unet_plus_plus, prediction_network
@@ -43,7 +48,13 @@ from unet_keras.metrics import DiceCoefficient
 from unet_keras.model import build_unet
 from unet_keras.pipeline import PerOutputDataset, TileDataset
 from unet_keras.plots import plot_history, read_history
-from unet_keras.progress import PROGRESS, RecordEpochsDone, read_progress, record_progress
+from unet_keras.progress import (
+    PROGRESS,
+    RecordEpochsDone,
+    finished_metrics,
+    read_progress,
+    record_progress,
+)
 from unet_keras.report import format_scores, predict_and_score
 from unet_keras.tensorflow_env import check_weights_not_frozen
 from unet_keras.weights import border_weight_maps
@@ -232,6 +243,18 @@ def _within_budget(candidates, images, masks, device, restarting, say):
     return config
 
 
+def _check_same_request(candidates, run_dir):
+    """Refuses to train over a finished run of another configuration."""
+    started = TrainConfig.from_json((run_dir / "config.json").read_text())
+    differences = differences_from_request(candidates, started)
+    if differences:
+        raise ValueError(
+            f"{run_dir}/ holds a finished run of another configuration "
+            f"({'; '.join(differences)}). Give this one another name (--name; make train "
+            f"RUN=NAME), or delete {run_dir}/ to train over it."
+        )
+
+
 def _fine_tune(config, network, images, masks, run_dir, jit, callbacks, verbose):
     """`config.malis_steps` steps of `malis.fine_tune_merges` on fresh tiles,
     resumable from `run_dir/malis/`."""
@@ -262,11 +285,15 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
             shortened (`budget.choose_within_budget`). Without a budget they
             are not trained, but a restart still resumes the one it started as.
 
+    A folder that holds a finished run of the same configuration is kept as
+    it is: `train` trains nothing and returns its scores.
+
     Returns:
         The dict written to `metrics.json`.
 
     Raises:
-        ValueError: For a fallback with another run folder.
+        ValueError: For a fallback with another run folder, or a run folder
+            that holds a finished run of another configuration.
         RuntimeError: On TensorFlow, when `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS` is
             set (the model would not learn).
     """
@@ -280,6 +307,14 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
         check_weights_not_frozen()
     say = print if verbose else (lambda *a, **k: None)
     run_dir = config.run_dir
+    finished = finished_metrics(run_dir)
+    if finished is not None:  # trained already: keep it rather than train over it
+        _check_same_request([config, *fallbacks], run_dir)
+        say(f"{run_dir}/ holds a finished run of this configuration, so nothing is trained. "
+            f"To train it again, delete {run_dir}/ or give the run another name "
+            "(--name; make train RUN=NAME).")
+        say(format_scores(finished))
+        return finished
     progress = read_progress(run_dir)
     resuming = "train_seconds" not in progress and (run_dir / "backup").is_dir()
     if resuming:
