@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from unet_keras.progress import PROGRESS, finished_metrics, read_progress, record_progress
+from unet_keras.config import TrainConfig
+from unet_keras.progress import PROGRESS, finished_run, read_progress, record_progress
 
 
 def test_stages_are_added_to_the_record(tmp_path):
@@ -27,9 +28,18 @@ def test_a_run_folder_of_an_earlier_version_is_read(tmp_path):
 
 @pytest.mark.parametrize("leftover", [PROGRESS, "backup", "malis"])
 def test_a_run_is_finished_when_its_scores_are_written_and_nothing_is_left(tmp_path, leftover):
-    assert finished_metrics(tmp_path) is None  # a new run
-    (tmp_path / leftover).mkdir()
-    (tmp_path / "metrics.json").write_text('{"val": {"v_rand": 0.98}}')
-    assert finished_metrics(tmp_path) is None  # scores of an earlier stop, a stage unfinished
-    (tmp_path / leftover).rmdir()
-    assert finished_metrics(tmp_path) == {"val": {"v_rand": 0.98}}
+    config = TrainConfig(runs_dir=str(tmp_path))
+    run_dir = config.run_dir
+    assert finished_run(run_dir, [config]) is None  # a new run
+    (run_dir / leftover).mkdir(parents=True)
+    (run_dir / "config.json").write_text(config.to_json())
+    (run_dir / "metrics.json").write_text('{"val": {"v_rand": 0.98}}')
+    assert finished_run(run_dir, [config]) is None  # scores of an earlier stop, a stage unfinished
+    (run_dir / leftover).rmdir()
+    assert finished_run(run_dir, [config]) == {"val": {"v_rand": 0.98}}
+
+    with pytest.raises(ValueError, match="another configuration \\(filters 16 there, 8 asked\\)"):
+        finished_run(run_dir, [TrainConfig(runs_dir=str(tmp_path), filters=8)])
+    (run_dir / "config.json").unlink()
+    with pytest.raises(ValueError, match="its config.json is missing"):
+        finished_run(run_dir, [config])

@@ -201,8 +201,8 @@ def differences_from_request(candidates, started):
 
     Returns:
         An empty list if one of the candidates asks for `started`, else one
-        `"field: run, asked"` string per field in which the first candidate
-        differs.
+        string per field in which the first candidate differs, e.g.
+        `"filters 16 there, 32 asked"`.
     """
     asked = []
     for config in candidates:

@@ -6,7 +6,7 @@ A run folder's `progress.json` gains `train_seconds` when the epochs end and
 once `metrics.json` is written. Inside a stage, Keras's `BackupAndRestore`
 (the epochs) and `malis/` (the fine-tuning) hold the state to resume from.
 A folder with `metrics.json` and none of these holds a finished run, which
-`train` keeps rather than trains over (`finished_metrics`).
+`train` keeps rather than trains over (`finished_run`).
 """
 
 import json
@@ -14,6 +14,9 @@ import time
 from pathlib import Path
 
 import keras
+
+from unet_keras.budget import differences_from_request
+from unet_keras.config import TrainConfig
 
 PROGRESS = "progress.json"
 
@@ -36,21 +39,37 @@ def read_progress(run_dir):
     return {"train_seconds": json.loads(older.read_text())} if older.is_file() else {}
 
 
-def finished_metrics(run_dir):
+def finished_run(run_dir, candidates):
     """The scores of the finished run in `run_dir`, if it holds one.
 
     Args:
         run_dir: A run folder.
+        candidates: The `TrainConfig`s that a new call of `train` asks to
+            train there (its config and fallbacks).
 
     Returns:
         The dict of its `metrics.json`, or None while the folder holds no run
         or an unfinished one (`progress.json`, `backup/` or `malis/` left).
+
+    Raises:
+        ValueError: If the finished run is not one the candidates ask for:
+            `train` would train over it.
     """
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.json"
     unfinished = any((run_dir / name).exists() for name in (PROGRESS, "backup", "malis"))
     if unfinished or not metrics.is_file():
         return None
+    saved = run_dir / "config.json"
+    started = TrainConfig.from_json(saved.read_text()) if saved.is_file() else None
+    differences = (differences_from_request(candidates, started) if started
+                   else ["its config.json is missing"])
+    if differences:
+        raise ValueError(
+            f"{run_dir}/ holds a finished run of another configuration "
+            f"({'; '.join(differences)}). Give this one another name (--name; make train "
+            f"RUN=NAME), or delete {run_dir}/ to train over it."
+        )
     return json.loads(metrics.read_text())
 
 

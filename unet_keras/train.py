@@ -31,12 +31,7 @@ from unet_keras.backend_utils import (
     detect_device,
     supports_jit,
 )
-from unet_keras.budget import (
-    as_started,
-    choose_within_budget,
-    differences_from_request,
-    time_training_step,
-)
+from unet_keras.budget import as_started, choose_within_budget, time_training_step
 from unet_keras.config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: F401 (the API)
 from unet_keras.datasets import download_isbi2012, load_isbi2012, split_slices
 from unet_keras.family import build_unet3plus, build_unet_plus_plus, prediction_network
@@ -51,7 +46,7 @@ from unet_keras.plots import plot_history, read_history
 from unet_keras.progress import (
     PROGRESS,
     RecordEpochsDone,
-    finished_metrics,
+    finished_run,
     read_progress,
     record_progress,
 )
@@ -243,18 +238,6 @@ def _within_budget(candidates, images, masks, device, restarting, say):
     return config
 
 
-def _check_same_request(candidates, run_dir):
-    """Refuses to train over a finished run of another configuration."""
-    started = TrainConfig.from_json((run_dir / "config.json").read_text())
-    differences = differences_from_request(candidates, started)
-    if differences:
-        raise ValueError(
-            f"{run_dir}/ holds a finished run of another configuration "
-            f"({'; '.join(differences)}). Give this one another name (--name; make train "
-            f"RUN=NAME), or delete {run_dir}/ to train over it."
-        )
-
-
 def _fine_tune(config, network, images, masks, run_dir, jit, callbacks, verbose):
     """`config.malis_steps` steps of `malis.fine_tune_merges` on fresh tiles,
     resumable from `run_dir/malis/`."""
@@ -307,9 +290,8 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
         check_weights_not_frozen()
     say = print if verbose else (lambda *a, **k: None)
     run_dir = config.run_dir
-    finished = finished_metrics(run_dir)
+    finished = finished_run(run_dir, [config, *fallbacks])
     if finished is not None:  # trained already: keep it rather than train over it
-        _check_same_request([config, *fallbacks], run_dir)
         say(f"{run_dir}/ holds a finished run of this configuration, so nothing is trained. "
             f"To train it again, delete {run_dir}/ or give the run another name "
             "(--name; make train RUN=NAME).")
