@@ -374,7 +374,7 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
             "val_slices": [int(i) for i in val_idx], "tta": config.tta,
         },
     )
-    (run_dir / PROGRESS).unlink(missing_ok=True)  # complete: a new start trains afresh
+    (run_dir / PROGRESS).unlink(missing_ok=True)  # complete: a new start keeps it (finished_run)
     if verbose:
         print(format_scores(metrics))
         print(f"Everything is in {run_dir}/ (model.keras, metrics.json, predictions/, overlays/).")
