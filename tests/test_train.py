@@ -25,7 +25,43 @@ def tiny_config(tmp_path, data_dir, **overrides):
     return TrainConfig(**{**values, **overrides})
 
 
-def test_short_run_writes_every_file(tmp_path, isbi_data):
+class Interrupt(KeyboardInterrupt):
+    """What a Ctrl-C raises, and not an `Exception` that an `except Exception` could swallow."""
+
+
+class InterruptAt(keras.callbacks.Callback):
+    """Stops training like a Ctrl-C in the middle of an epoch."""
+
+    def __init__(self, epoch, step):
+        super().__init__()
+        self.at = (epoch, step)
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            raise Interrupt
+
+
+class EpochRecorder(keras.callbacks.Callback):
+    """The epochs `fit` starts, and the batches that any training loop ends."""
+
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.batches = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epochs.append(epoch)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches.append(batch)
+
+
+def test_short_run_writes_every_file(tmp_path, isbi_data, capsys):
+    """... and, started again (`make train` twice), trains nothing and returns its
+    scores; another configuration in its folder is refused."""
     config = tiny_config(tmp_path, isbi_data)
     metrics = train(config, verbose=0)
     run = config.run_dir
@@ -64,64 +100,22 @@ def test_short_run_writes_every_file(tmp_path, isbi_data):
     assert len(summary) == 5  # device; scores and per slice, without and with the watershed
     assert "fine-tuned against merges" in summary[0]
     assert "val_watershed.tif" in summary[3]  # the user learns where the closed map is
-    for key in ("val", "val_watershed"):  # a metrics.json written before per-slice scores
-        del saved[key]["v_rand_per_slice"], saved[key]["v_info_per_slice"]
-    assert len(format_scores(saved).splitlines()) == 3
 
-
-def test_a_finished_run_is_kept_not_trained_over(tmp_path, isbi_data, capsys):
-    """Starting a finished run again (`make train` twice) trains nothing and
-    returns its scores; another configuration in its folder is refused."""
-    config = tiny_config(tmp_path, isbi_data, overlays=False)
-    metrics = train(config, verbose=0)
-    model = (config.run_dir / "model.keras").read_bytes()
-
+    model = (run / "model.keras").read_bytes()
     recorder = EpochRecorder()
     again = train(config, extra_callbacks=[recorder], verbose=1)
     assert recorder.epochs == recorder.batches == []
-    assert again == json.loads(json.dumps(metrics))  # as metrics.json holds them
-    assert (config.run_dir / "model.keras").read_bytes() == model
+    assert again == saved and (run / "model.keras").read_bytes() == model
     said = capsys.readouterr().out
     assert "holds a finished run of this configuration, so nothing is trained" in said
-    assert format_scores(again) in said
-
+    assert format_scores(saved) in said
     with pytest.raises(ValueError, match="another configuration \\(filters 4 there, 8 asked\\)"):
         train(dataclasses.replace(config, filters=8), verbose=0)
-    assert (config.run_dir / "model.keras").read_bytes() == model
+    assert (run / "model.keras").read_bytes() == model
 
-
-class Interrupt(KeyboardInterrupt):
-    """What a Ctrl-C raises, and not an `Exception` that an `except Exception` could swallow."""
-
-
-class InterruptAt(keras.callbacks.Callback):
-    """Stops training like a Ctrl-C in the middle of an epoch."""
-
-    def __init__(self, epoch, step):
-        super().__init__()
-        self.at = (epoch, step)
-        self.epoch = 0
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if (self.epoch, batch) == self.at:
-            raise Interrupt
-
-
-class EpochRecorder(keras.callbacks.Callback):
-    """The epochs `fit` starts, and the batches that any training loop ends."""
-
-    def __init__(self):
-        super().__init__()
-        self.epochs, self.batches = [], []
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epochs.append(epoch)
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.batches.append(batch)
+    for key in ("val", "val_watershed"):  # a metrics.json written before per-slice scores
+        del saved[key]["v_rand_per_slice"], saved[key]["v_info_per_slice"]
+    assert len(format_scores(saved).splitlines()) == 3
 
 
 @pytest.mark.parametrize(
