@@ -121,6 +121,7 @@ def test_short_run_writes_every_file(tmp_path, isbi_data, capsys):
 @pytest.mark.parametrize(
     "options", [{}, {"ema": 0.9, "loss": "bce_cldice"}, {"architecture": "unet++"}]
 )
+@pytest.mark.usefixtures("functions_run_eagerly")
 def test_interrupted_run_resumes_from_the_backup(tmp_path, isbi_data, options):
     config = tiny_config(tmp_path, isbi_data, epochs=3, overlays=False, **options)
     with pytest.raises(Interrupt):
@@ -136,6 +137,7 @@ def test_interrupted_run_resumes_from_the_backup(tmp_path, isbi_data, options):
     assert not (config.run_dir / "backup").exists()
 
 
+@pytest.mark.usefixtures("functions_run_eagerly")
 def test_run_interrupted_in_the_fine_tuning_resumes_it(tmp_path, isbi_data):
     """The epochs are not trained again: the fine-tuning against merges goes on
     from its last saved step (every 25)."""
@@ -169,6 +171,7 @@ def interrupt_before_the_backup_is_deleted(self, logs=None):
 
 
 @pytest.mark.parametrize("backup_deleted", [True, False])
+@pytest.mark.usefixtures("functions_run_eagerly")
 def test_run_stopped_as_the_epochs_end_does_not_train_them_again(
     tmp_path, isbi_data, monkeypatch, backup_deleted
 ):
@@ -192,6 +195,7 @@ def test_run_stopped_as_the_epochs_end_does_not_train_them_again(
         assert not (config.run_dir / leftover).exists(), leftover
 
 
+@pytest.mark.usefixtures("functions_run_eagerly")
 def test_run_stopped_while_predicting_keeps_its_model(tmp_path, isbi_data, monkeypatch):
     """The model is final: a restart predicts again and trains nothing."""
     import unet_keras.train
@@ -215,6 +219,7 @@ def test_run_stopped_while_predicting_keeps_its_model(tmp_path, isbi_data, monke
     assert not (config.run_dir / "progress.json").exists()
 
 
+@pytest.mark.usefixtures("functions_run_eagerly")
 def test_restart_without_the_fine_tuning_keeps_the_epochs(tmp_path, isbi_data):
     """Stopped in the fine-tuning and started again with malis_steps=0: the
     best epoch's model is kept as it was, and nothing is trained again."""
@@ -232,6 +237,7 @@ def test_restart_without_the_fine_tuning_keeps_the_epochs(tmp_path, isbi_data):
     assert all(np.array_equal(a, b) for a, b in zip(kept, fit_weights))
 
 
+@pytest.mark.usefixtures("functions_run_eagerly")
 def test_time_budget_shortens_the_run_and_a_restart_keeps_its_steps(tmp_path, isbi_data):
     """A budget smaller than the fixed costs passes over the larger configuration
     and leaves the smaller fallback half its steps; a restart without a budget,
