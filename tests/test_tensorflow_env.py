@@ -66,6 +66,10 @@ def _run(code, env):
     importlib.util.find_spec("tensorflow") is None,
     reason="runs Keras on TensorFlow, which a JAX or PyTorch install may lack",
 )
+@pytest.mark.skipif(
+    os.environ.get("KERAS_BACKEND") not in (None, "tensorflow"),
+    reason="its subprocess runs on TensorFlow whatever the backend: the TensorFlow pass runs it",
+)
 def test_importing_keras_first_warns_when_tensorflow_runs_without_onednn():
     env = {k: v for k, v in os.environ.items() if k != ONEDNN_VARIABLE}
     env["KERAS_BACKEND"] = "tensorflow"
