@@ -9,6 +9,10 @@ STAMP := $(VENV)/.dev-installed
 RUN ?= default
 PRESET ?= auto
 BUDGET ?= 17
+# TensorFlow's wheel sees an NVIDIA GPU only with NVIDIA's CUDA libraries, which its
+# "and-cuda" extra installs from pip. GPU=1 installs them; by default they come where
+# nvidia-smi lists a GPU (GPU=0: never).
+GPU ?= $(if $(shell nvidia-smi -L 2>/dev/null),1,0)
 
 .PHONY: install install-dev test lint test-tf test-torch test-jax train notebooks bench clean
 
@@ -21,6 +25,10 @@ $(RUNTIME): requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install -r requirements.txt
+ifeq ($(GPU),1)
+	$(BIN)/python -m pip install "tensorflow[and-cuda]==$$($(BIN)/python -c \
+		'from importlib.metadata import version; print(version("tensorflow"))')"
+endif
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $(RUNTIME)
 

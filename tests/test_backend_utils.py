@@ -9,7 +9,9 @@ from unet_keras.backend_utils import (
     computes_bfloat16_on_cpu,
     cpu_has_bfloat16,
     detect_device,
+    nvidia_gpu_present,
     supports_jit,
+    unseen_gpu_hint,
 )
 
 pytestmark = pytest.mark.backends
@@ -72,3 +74,28 @@ def test_keep_freed_memory_sets_glibc_thresholds():
     assert callback._libc is not None
     callback.on_train_batch_begin(0)
     assert callback._libc.mallopt(KeepFreedMemory.M_MMAP_THRESHOLD, callback.mmap_threshold) == 1
+
+
+def test_nvidia_gpu_from_the_driver_or_nvidia_smi(tmp_path, monkeypatch):
+    driver = tmp_path / "gpus"
+    driver.mkdir()
+    empty_path = tmp_path / "bin"
+    empty_path.mkdir()
+    monkeypatch.setenv("PATH", str(empty_path))
+    assert not nvidia_gpu_present(driver)
+    assert not nvidia_gpu_present(tmp_path / "no-driver")
+    (driver / "0000:00:05.0").mkdir()
+    assert nvidia_gpu_present(driver)
+    smi = empty_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\n")
+    smi.chmod(0o755)
+    assert nvidia_gpu_present(tmp_path / "no-driver")
+
+
+def test_a_gpu_the_backend_does_not_see_gets_a_hint():
+    assert unseen_gpu_hint(AMPERE, gpu_present=True) is None
+    assert unseen_gpu_hint(CPU, gpu_present=False) is None
+    hint = unseen_gpu_hint(CPU, gpu_present=True)
+    assert "does not see" in hint and "tensorflow[and-cuda]" in hint
+    for backend, fix in (("jax", "jax[cuda12]"), ("torch", "CUDA build of PyTorch")):
+        assert fix in unseen_gpu_hint(DeviceInfo(backend, "CPU", "host", False), True)

@@ -101,3 +101,15 @@ def test_wheel_imports_without_the_source_tree(wheel, tmp_path):
     module_file, count = result.stdout.split()[-2:]
     assert Path(module_file).is_relative_to(tmp_path / "site")
     assert int(count) == len(isbi2012.manifest()) == 90
+
+
+@pytest.mark.parametrize("gpu, cuda", [("1", True), ("0", False)])
+def test_make_install_adds_tensorflows_cuda_libraries_for_a_gpu(gpu, cuda):
+    # TensorFlow's wheel trains on the CPU beside a GPU unless NVIDIA's libraries
+    # come with it; `make -n` prints the install's commands without running them.
+    commands = subprocess.run(
+        ["make", "-n", "-B", ".venv/.runtime-installed", f"GPU={gpu}"],
+        cwd=REPO, capture_output=True, text=True, check=True,
+    ).stdout
+    assert "pip install -r requirements.txt" in commands
+    assert ('"tensorflow[and-cuda]==' in commands) == cuda

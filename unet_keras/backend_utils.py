@@ -8,6 +8,7 @@ the package goes through `keras` and `keras.ops`.
 
 import ctypes
 import importlib
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,56 @@ def detect_device():
         return DeviceInfo(backend, "CPU", "host", bf16=False)
     name, bf16 = found
     return DeviceInfo(backend, "GPU", name, bf16=bf16)
+
+
+# How each backend's pip packages come to see an NVIDIA GPU.
+_CUDA_BUILDS = {
+    "tensorflow": "pip install \"tensorflow[and-cuda]\" installs the CUDA libraries that "
+                  "TensorFlow's wheel needs (`make install` does so on a machine where "
+                  "nvidia-smi lists a GPU)",
+    "torch": "install a CUDA build of PyTorch (https://pytorch.org/get-started/locally/)",
+    "jax": "pip install \"jax[cuda12]\" installs JAX's CUDA plugin",
+}
+
+
+def nvidia_gpu_present(driver_dir="/proc/driver/nvidia/gpus"):
+    """Whether the machine has an NVIDIA GPU, whatever the backend sees.
+
+    Args:
+        driver_dir: Where the NVIDIA driver lists its GPUs on Linux.
+
+    Returns:
+        True if the driver lists a GPU there, or `nvidia-smi` is on the PATH.
+    """
+    try:
+        if any(Path(driver_dir).iterdir()):
+            return True
+    except OSError:
+        pass
+    return shutil.which("nvidia-smi") is not None
+
+
+def unseen_gpu_hint(device, gpu_present=None):
+    """A sentence for a machine with an NVIDIA GPU that the backend computes
+    beside, on the CPU; None where there is nothing to say.
+
+    Args:
+        device: A `DeviceInfo` (`detect_device`).
+        gpu_present: Whether the machine has an NVIDIA GPU; None asks
+            `nvidia_gpu_present`.
+
+    Returns:
+        The sentence, which says how to install the backend's CUDA build, or None.
+    """
+    if device.kind == "GPU":
+        return None
+    if not (nvidia_gpu_present() if gpu_present is None else gpu_present):
+        return None
+    fix = _CUDA_BUILDS.get(device.backend, f"install a CUDA build of {device.backend}")
+    return (
+        f"This machine has an NVIDIA GPU, but Keras's {device.backend} backend does not see "
+        f"it, so this trains on the CPU. To train on the GPU: {fix}."
+    )
 
 
 def choose_precision(requested, device):

@@ -30,6 +30,7 @@ from unet_keras.backend_utils import (
     choose_precision,
     detect_device,
     supports_jit,
+    unseen_gpu_hint,
 )
 from unet_keras.budget import as_started, choose_within_budget, time_training_step
 from unet_keras.config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: F401 (the API)
@@ -321,6 +322,8 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
         jit = _uses_jit(config, device)
         keras.config.set_dtype_policy(precision)
         say(f"Training on {device}, precision {precision}, XLA {'on' if jit else 'off'}.")
+        if hint := unseen_gpu_hint(device):
+            say(hint)
         (run_dir / "config.json").write_text(config.to_json())
         model = compile_model(build_model(config), config, jit_compile=jit)
         train_idx, val_idx, train_data, val_data = _datasets(
