@@ -97,5 +97,5 @@ def test_a_gpu_the_backend_does_not_see_gets_a_hint():
     assert unseen_gpu_hint(CPU, gpu_present=False) is None
     hint = unseen_gpu_hint(CPU, gpu_present=True)
     assert "does not see" in hint and "tensorflow[and-cuda]" in hint
-    for backend, fix in (("jax", "jax[cuda12]"), ("torch", "CUDA build of PyTorch")):
+    for backend, fix in (("jax", "jax[cuda13]"), ("torch", "CUDA build of PyTorch")):
         assert fix in unseen_gpu_hint(DeviceInfo(backend, "CPU", "host", False), True)

@@ -77,7 +77,8 @@ _CUDA_BUILDS = {
                   "TensorFlow's wheel needs (`make install` does so on a machine where "
                   "nvidia-smi lists a GPU)",
     "torch": "install a CUDA build of PyTorch (https://pytorch.org/get-started/locally/)",
-    "jax": "pip install \"jax[cuda12]\" installs JAX's CUDA plugin",
+    "jax": "pip install \"jax[cuda13]\" (\"jax[cuda12]\" for an older driver) installs "
+           "JAX's CUDA plugin",
 }
 
 

@@ -151,8 +151,8 @@ class TrainConfig:
         """A larger network and a longer schedule for a GPU.
 
         About 5 minutes of `train` on an H100 (JAX, `mixed_bfloat16`). It has
-        not been tuned: its first runs there scored below the CPU presets,
-        overfitting the training slices (docs/results.md, *The GPU
+        not been tuned: its first runs there scored no better than the CPU
+        presets and overfit the training slices (docs/results.md, *The GPU
         configuration*).
         """
         values = dict(
