@@ -92,10 +92,14 @@ def test_nvidia_gpu_from_the_driver_or_nvidia_smi(tmp_path, monkeypatch):
     assert nvidia_gpu_present(tmp_path / "no-driver")
 
 
-def test_a_gpu_the_backend_does_not_see_gets_a_hint():
-    assert unseen_gpu_hint(AMPERE, gpu_present=True) is None
-    assert unseen_gpu_hint(CPU, gpu_present=False) is None
-    hint = unseen_gpu_hint(CPU, gpu_present=True)
+def test_a_gpu_the_backend_does_not_see_gets_a_hint(monkeypatch):
+    import unet_keras.backend_utils
+
+    monkeypatch.setattr(unet_keras.backend_utils, "nvidia_gpu_present", lambda: False)
+    assert unseen_gpu_hint(CPU) is None
+    monkeypatch.setattr(unet_keras.backend_utils, "nvidia_gpu_present", lambda: True)
+    assert unseen_gpu_hint(AMPERE) is None
+    hint = unseen_gpu_hint(CPU)
     assert "does not see" in hint and "tensorflow[and-cuda]" in hint
     for backend, fix in (("jax", "jax[cuda13]"), ("torch", "CUDA build of PyTorch")):
-        assert fix in unseen_gpu_hint(DeviceInfo(backend, "CPU", "host", False), True)
+        assert fix in unseen_gpu_hint(DeviceInfo(backend, "CPU", "host", False))

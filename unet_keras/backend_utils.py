@@ -99,21 +99,17 @@ def nvidia_gpu_present(driver_dir="/proc/driver/nvidia/gpus"):
     return shutil.which("nvidia-smi") is not None
 
 
-def unseen_gpu_hint(device, gpu_present=None):
+def unseen_gpu_hint(device):
     """A sentence for a machine with an NVIDIA GPU that the backend computes
     beside, on the CPU; None where there is nothing to say.
 
     Args:
         device: A `DeviceInfo` (`detect_device`).
-        gpu_present: Whether the machine has an NVIDIA GPU; None asks
-            `nvidia_gpu_present`.
 
     Returns:
         The sentence, which says how to install the backend's CUDA build, or None.
     """
-    if device.kind == "GPU":
-        return None
-    if not (nvidia_gpu_present() if gpu_present is None else gpu_present):
+    if device.kind == "GPU" or not nvidia_gpu_present():
         return None
     fix = _CUDA_BUILDS.get(device.backend, f"install a CUDA build of {device.backend}")
     return (
