@@ -2,6 +2,7 @@
 
     python benchmarks/bench_train.py [--steps 10] [--preset cpu|gpu|both]
         [--onednn-ratio] [--precision-ratio] [--malis-ratio]
+        [--backend-ratio [BACKEND[=PYTHON] ...]]
 
 For each configuration it builds the model exactly as `train` does, feeds it
 real augmented ISBI 2012 tiles from `TileDataset` (data from
@@ -23,6 +24,12 @@ them, and the ratio falls below 1.
 `--malis-ratio` times a step of the fine-tuning against merges (a prediction
 of the batch, `merge_weight_maps` on its tiles, then the training step) next
 to a plain training step of the CPU preset, and the merge weights alone.
+
+`--backend-ratio` times the CPU preset on each Keras backend, each in a fresh
+process with KERAS_BACKEND set (by default TensorFlow, JAX and PyTorch, with
+this Python; `jax=.venv-jax/bin/python` names another interpreter for one),
+and prints each one's time per step next to TensorFlow's. A backend that the
+interpreter cannot import is reported and skipped.
 """
 
 import argparse
@@ -130,6 +137,28 @@ def onednn_ratio(preset, steps):
     print(f"oneDNN speed-up on this CPU: {seconds['0'] / seconds['1']:.2f}x")
 
 
+def backend_ratio(backends, steps):
+    """Seconds per step of the CPU preset on each backend, each in a fresh process."""
+    seconds = {}
+    for spec in backends:
+        backend, _, python = spec.partition("=")
+        python = python or sys.executable
+        probe = f"import importlib.util as u; exit(u.find_spec({backend!r}) is None)"
+        if subprocess.run([python, "-c", probe]).returncode != 0:
+            print(f"{backend}: not installed for {python}, skipped")
+            continue
+        env = {**os.environ, "KERAS_BACKEND": backend}
+        command = [python, __file__, "--preset", "cpu", "--steps", str(steps)]
+        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+        line = next(x for x in output.stdout.splitlines() if x.startswith("cpu:"))
+        seconds[backend] = float(re.search(r"([0-9.]+) s/step", line).group(1))
+        print(f"{backend}: {line}")
+    if "tensorflow" in seconds:
+        for backend, value in seconds.items():
+            if backend != "tensorflow":
+                print(f"{backend}: {value / seconds['tensorflow']:.1f}x TensorFlow's time per step")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=10)
@@ -146,7 +175,14 @@ def main():
         "--malis-ratio", action="store_true",
         help="compare a fine-tuning step against merges with a plain step (CPU preset)",
     )
+    parser.add_argument(
+        "--backend-ratio", nargs="*", metavar="BACKEND[=PYTHON]",
+        help="compare the Keras backends on the CPU preset (default: tensorflow jax torch)",
+    )
     args = parser.parse_args()
+    if args.backend_ratio is not None:
+        backend_ratio(args.backend_ratio or ["tensorflow", "jax", "torch"], args.steps)
+        return
     if args.onednn_ratio:
         onednn_ratio("cpu", args.steps)
         return

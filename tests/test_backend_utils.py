@@ -10,6 +10,7 @@ from unet_keras.backend_utils import (
     cpu_has_bfloat16,
     detect_device,
     nvidia_gpu_present,
+    slow_cpu_backend_hint,
     supports_jit,
     unseen_gpu_hint,
 )
@@ -103,3 +104,14 @@ def test_a_gpu_the_backend_does_not_see_gets_a_hint(monkeypatch):
     assert "does not see" in hint and "tensorflow[and-cuda]" in hint
     for backend, fix in (("jax", "jax[cuda13]"), ("torch", "CUDA build of PyTorch")):
         assert fix in unseen_gpu_hint(DeviceInfo(backend, "CPU", "host", False))
+
+
+def test_training_on_the_cpu_with_a_slower_backend_gets_a_hint():
+    assert slow_cpu_backend_hint(CPU) is None  # TensorFlow: the fast one on CPUs
+    assert slow_cpu_backend_hint(TURING) is None  # a GPU: nothing to say
+    for backend, times in (("jax", "about 3 times"), ("torch", "about 7 times"),
+                           ("openvino", "")):
+        hint = slow_cpu_backend_hint(DeviceInfo(backend, "CPU", "host", False))
+        assert f"Keras's {backend} backend trains on CPUs {times}" in hint
+        assert "slower than TensorFlow" in hint and "unset KERAS_BACKEND" in hint
+        assert "--backend-ratio" in hint

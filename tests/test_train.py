@@ -138,22 +138,24 @@ def test_interrupted_run_resumes_from_the_backup(tmp_path, isbi_data, options):
 
 
 @pytest.mark.usefixtures("functions_run_eagerly")
-def test_train_says_how_to_use_a_gpu_its_backend_does_not_see(
+def test_train_says_how_to_train_faster_on_this_machine(
     tmp_path, isbi_data, monkeypatch, capsys
 ):
     import unet_keras.backend_utils
     import unet_keras.train
 
+    # PyTorch on the CPU of a machine with an NVIDIA GPU: both hints apply.
     monkeypatch.setattr(unet_keras.backend_utils, "nvidia_gpu_present", lambda: True)
     monkeypatch.setattr(
-        unet_keras.train, "detect_device", lambda: DeviceInfo("tensorflow", "CPU", "host", False)
+        unet_keras.train, "detect_device", lambda: DeviceInfo("torch", "CPU", "host", False)
     )
     config = tiny_config(tmp_path, isbi_data, overlays=False)
     with pytest.raises(Interrupt):
         train(config, extra_callbacks=[InterruptAt(epoch=0, step=0)], verbose=1)
     said = capsys.readouterr().out
     assert "Training on CPU (host)" in said
-    assert "has an NVIDIA GPU, but Keras's tensorflow backend does not see it" in said
+    assert "has an NVIDIA GPU, but Keras's torch backend does not see it" in said
+    assert "Keras's torch backend trains on CPUs" in said and "unset KERAS_BACKEND" in said
 
 
 @pytest.mark.usefixtures("functions_run_eagerly")

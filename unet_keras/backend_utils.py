@@ -118,6 +118,40 @@ def unseen_gpu_hint(device):
     )
 
 
+# Seconds per training step of the CPU preset on a 2-core AMD EPYC (Zen 1, AVX2),
+# `benchmarks/bench_train.py --backend-ratio`, December 2026.
+_CPU_SECONDS_PER_STEP = {"tensorflow": 1.6, "jax": 4.7, "torch": 11.2}
+
+
+def slow_cpu_backend_hint(device):
+    """A sentence for training on the CPU with a backend other than TensorFlow;
+    None where there is nothing to say.
+
+    On CPUs TensorFlow's oneDNN kernels train the package's models several
+    times faster than the other backends (docs/results.md, *Speed on CPUs*).
+
+    Args:
+        device: A `DeviceInfo` (`detect_device`).
+
+    Returns:
+        The sentence, which names the measured gap and the fix, or None.
+    """
+    if device.kind != "CPU" or device.backend == "tensorflow":
+        return None
+    fast = _CPU_SECONDS_PER_STEP["tensorflow"]
+    slow = _CPU_SECONDS_PER_STEP.get(device.backend)
+    measured = (
+        f"about {slow / fast:.0f} times slower than TensorFlow (a step of the CPU preset took "
+        f"{slow} s against {fast} s on a 2-core AMD EPYC)" if slow else
+        "slower than TensorFlow, whose oneDNN kernels are the fastest on CPUs"
+    )
+    return (
+        f"Keras's {device.backend} backend trains on CPUs {measured}. To train faster on this CPU, "
+        f"unset KERAS_BACKEND (TensorFlow is the default); "
+        f"benchmarks/bench_train.py --backend-ratio compares the backends on this machine."
+    )
+
+
 def choose_precision(requested, device):
     """Resolves a mixed-precision request to a Keras dtype policy name.
 

@@ -29,6 +29,7 @@ from unet_keras.backend_utils import (
     KeepFreedMemory,
     choose_precision,
     detect_device,
+    slow_cpu_backend_hint,
     supports_jit,
     unseen_gpu_hint,
 )
@@ -322,8 +323,9 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
         jit = _uses_jit(config, device)
         keras.config.set_dtype_policy(precision)
         say(f"Training on {device}, precision {precision}, XLA {'on' if jit else 'off'}.")
-        if hint := unseen_gpu_hint(device):
-            say(hint)
+        for hint in (unseen_gpu_hint(device), slow_cpu_backend_hint(device)):
+            if hint:
+                say(hint)
         (run_dir / "config.json").write_text(config.to_json())
         model = compile_model(build_model(config), config, jit_compile=jit)
         train_idx, val_idx, train_data, val_data = _datasets(
