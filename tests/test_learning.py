@@ -5,7 +5,14 @@ import keras
 import numpy as np
 import pytest
 
-from unet_keras import BCEDiceLoss, DiceCoefficient, DiceLoss, WeightedCrossEntropy, build_unet
+from unet_keras import (
+    BCEDiceLoss,
+    BinaryIoU,
+    DiceCoefficient,
+    DiceLoss,
+    WeightedCrossEntropy,
+    build_unet,
+)
 
 pytestmark = pytest.mark.backends
 
@@ -55,7 +62,7 @@ def test_weight_map_flows_through_fit_as_sample_weight():
 def test_save_and_load_without_custom_objects(tmp_path, loss):
     x, y = discs_on_noise(4, size=16)
     model = build_unet(filters=4, depth=2, batch_norm=True)
-    metrics = [DiceCoefficient(), keras.metrics.BinaryIoU()]
+    metrics = [DiceCoefficient(), BinaryIoU()]
     model.compile(optimizer="adam", loss=loss, metrics=metrics)
     model.fit(x, y, epochs=1, verbose=0)
     path = tmp_path / "unet.keras"

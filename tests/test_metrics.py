@@ -1,7 +1,8 @@
+import keras
 import numpy as np
 import pytest
 
-from unet_keras import DiceCoefficient, dice_coefficient
+from unet_keras import BinaryIoU, DiceCoefficient, dice_coefficient
 
 pytestmark = pytest.mark.backends
 
@@ -42,3 +43,44 @@ def test_stateful_dice_multiclass_uses_argmax(rng):
     metric = DiceCoefficient(class_id=2)
     metric.update_state(t, t * 0.9 + 0.03)
     assert float(metric.result()) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("target_class_ids", [[1], [0, 1]])
+@pytest.mark.parametrize("threshold", [0.5, 0.3])
+def test_binary_iou_is_kerass_binary_iou(rng, target_class_ids, threshold):
+    t = (rng.random((3, 16, 16, 1)) > 0.7).astype("float32")
+    p = rng.random((3, 16, 16, 1)).astype("float32")
+    w = rng.integers(0, 3, (3, 16, 16, 1)).astype("float32")  # Keras counts in int
+    ours = BinaryIoU(target_class_ids=target_class_ids, threshold=threshold)
+    theirs = keras.metrics.BinaryIoU(target_class_ids=target_class_ids, threshold=threshold)
+    for metric in (ours, theirs):  # over batches, with and without sample weights
+        metric.update_state(t[:1], p[:1])
+        metric.update_state(t[1:], p[1:], sample_weight=w[1:])
+    np.testing.assert_allclose(
+        keras.ops.convert_to_numpy(ours.total_cm), keras.ops.convert_to_numpy(theirs.total_cm),
+        rtol=1e-5,
+    )
+    assert float(ours.result()) == pytest.approx(float(theirs.result()), rel=1e-5)
+    hard = p >= threshold
+    if target_class_ids == [1]:
+        plain = BinaryIoU(target_class_ids=[1], threshold=threshold)
+        plain.update_state(t, p)
+        expected = (t * hard).sum() / ((t + hard) > 0).sum()
+        assert float(plain.result()) == pytest.approx(expected, rel=1e-5)
+
+
+def test_binary_iou_does_not_scatter(monkeypatch, rng):
+    # Keras's confusion matrix scatters, a Python loop per pixel on PyTorch (keras#19512).
+    from keras.src import ops
+
+    def scatter(*args, **kwargs):
+        raise AssertionError("ops.scatter called")
+
+    monkeypatch.setattr(ops, "scatter", scatter)
+    t = (rng.random((2, 8, 8, 1)) > 0.5).astype("float32")
+    metric = BinaryIoU(target_class_ids=[1])
+    metric.update_state(t, t)
+    assert float(metric.result()) == pytest.approx(1.0)
+    with pytest.raises(AssertionError, match="scatter"):
+        keras.metrics.BinaryIoU(target_class_ids=[1]).update_state(t, t)
+

@@ -32,7 +32,7 @@ from unet_keras.losses import (
     soft_skeleton,
 )
 from unet_keras.malis import MergeWeightedLoss, fine_tune_merges, merge_weights
-from unet_keras.metrics import DiceCoefficient, dice_coefficient
+from unet_keras.metrics import BinaryIoU, DiceCoefficient, dice_coefficient
 from unet_keras.model import (
     build_unet,
     conv_block,
@@ -52,6 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "Augmenter",
     "BCEDiceLoss",
+    "BinaryIoU",
     "DiceCoefficient",
     "DiceLoss",
     "DownloadError",

@@ -120,15 +120,15 @@ def unseen_gpu_hint(device):
 
 # Seconds per training step of the CPU preset on a 2-core AMD EPYC (Zen 1, AVX2),
 # `benchmarks/bench_train.py --backend-ratio`, December 2026.
-_CPU_SECONDS_PER_STEP = {"tensorflow": 1.6, "jax": 4.7, "torch": 11.2}
+_CPU_SECONDS_PER_STEP = {"tensorflow": 1.6, "jax": 5.0, "torch": 2.3}
 
 
 def slow_cpu_backend_hint(device):
     """A sentence for training on the CPU with a backend other than TensorFlow;
     None where there is nothing to say.
 
-    On CPUs TensorFlow's oneDNN kernels train the package's models several
-    times faster than the other backends (docs/results.md, *Speed on CPUs*).
+    On CPUs TensorFlow's oneDNN kernels train the package's models faster
+    than the other backends (docs/results.md, *Speed on CPUs*).
 
     Args:
         device: A `DeviceInfo` (`detect_device`).
@@ -141,12 +141,12 @@ def slow_cpu_backend_hint(device):
     fast = _CPU_SECONDS_PER_STEP["tensorflow"]
     slow = _CPU_SECONDS_PER_STEP.get(device.backend)
     measured = (
-        f"about {slow / fast:.0f} times slower than TensorFlow (a step of the CPU preset took "
-        f"{slow} s against {fast} s on a 2-core AMD EPYC)" if slow else
-        "slower than TensorFlow, whose oneDNN kernels are the fastest on CPUs"
+        f"takes {slow / fast:.1f} times TensorFlow's time per training step on CPUs (a step "
+        f"of the CPU preset: {slow} s against {fast} s on a 2-core AMD EPYC)" if slow else
+        "trains slower on CPUs than TensorFlow, whose oneDNN kernels are the fastest there"
     )
     return (
-        f"Keras's {device.backend} backend trains on CPUs {measured}. To train faster on this CPU, "
+        f"Keras's {device.backend} backend {measured}. To train faster on this CPU, "
         f"unset KERAS_BACKEND (TensorFlow is the default); "
         f"benchmarks/bench_train.py --backend-ratio compares the backends on this machine."
     )

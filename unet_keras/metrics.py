@@ -1,5 +1,6 @@
-"""Overlap metrics. For IoU use Keras's own `keras.metrics.BinaryIoU` (one
-sigmoid channel) or `keras.metrics.OneHotMeanIoU` (softmax outputs)."""
+"""Overlap metrics: the Dice coefficient, and Keras's `BinaryIoU` counted in a
+way that is fast on every backend. For softmax outputs use Keras's own
+`keras.metrics.OneHotMeanIoU`."""
 
 import keras
 from keras import ops
@@ -73,3 +74,41 @@ class DiceCoefficient(keras.metrics.Metric):
 
     def get_config(self):
         return {**super().get_config(), "threshold": self.threshold, "class_id": self.class_id}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BinaryIoU(keras.metrics.BinaryIoU):
+    """`keras.metrics.BinaryIoU`, with its confusion matrix counted by sums.
+
+    Keras (3.15 and earlier) counts the confusion matrix with `ops.scatter`,
+    which on the PyTorch backend is a Python loop over every pixel
+    (keras-team/keras#19512): 0.56 s for 16,384 pixels on a 2-core CPU, so
+    most of a training step's time for 256x256 tiles. A binary mask's 2x2
+    matrix is four weighted sums, as fast on every backend. Everything else,
+    the arguments and the result, is Keras's.
+
+    Args:
+        target_class_ids: The classes whose IoU is averaged: `[1]` for the
+            foreground, `[0, 1]` (Keras's default) for the mean of both.
+        threshold: Probability at and above which a pixel is predicted 1.
+        name: Name of the metric.
+        dtype: Data type of the result.
+    """
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        y_true = ops.reshape(ops.convert_to_tensor(y_true, "float32"), [-1])
+        y_pred = ops.cast(ops.convert_to_tensor(y_pred, "float32") >= self.threshold, "float32")
+        y_pred = ops.reshape(y_pred, [-1])
+        weight = ops.ones_like(y_true)
+        if sample_weight is not None:
+            weight = ops.convert_to_tensor(sample_weight, "float32")
+            weight = ops.reshape(weight, [-1]) if len(weight.shape) > 1 else weight
+            weight = ops.broadcast_to(weight, ops.shape(y_true))
+            # In the metric's dtype first, as Keras counts them ("int" by default).
+            weight = ops.cast(ops.cast(weight, self.dtype), "float32")
+        # Labels other than 0 and 1 are left out, as Keras's bounds check does.
+        true = [ops.cast(y_true == label, "float32") * weight for label in (0, 1)]
+        current = ops.stack(
+            [ops.stack([ops.sum(t * (1 - y_pred)), ops.sum(t * y_pred)]) for t in true]
+        )
+        return self.total_cm.assign(self.total_cm + ops.cast(current, self.total_cm.dtype))

@@ -41,7 +41,7 @@ from unet_keras.folding import fold_batch_norm
 from unet_keras.geometry import valid_output_size
 from unet_keras.losses import BCEDiceLoss, DiceLoss, WeightedCrossEntropy
 from unet_keras.malis import fine_tune_merges
-from unet_keras.metrics import DiceCoefficient
+from unet_keras.metrics import BinaryIoU, DiceCoefficient
 from unet_keras.model import build_unet
 from unet_keras.pipeline import PerOutputDataset, TileDataset
 from unet_keras.plots import plot_history, read_history
@@ -113,7 +113,7 @@ def compile_model(model, config, jit_compile=False):
     so that its loss has the scale of a U-Net's; Dice and IoU are measured on
     its prediction output alone (`family.prediction_network`).
     """
-    metrics = [DiceCoefficient(), keras.metrics.BinaryIoU(target_class_ids=[1], name="iou")]
+    metrics = [DiceCoefficient(), BinaryIoU(target_class_ids=[1], name="iou")]
     loss, loss_weights, n = _loss(config), None, len(model.outputs)
     if n > 1:
         loss, loss_weights = [loss] * n, [1 / n] * n
