@@ -120,7 +120,7 @@ def unseen_gpu_hint(device):
 
 # Seconds per training step of the CPU preset on a 2-core AMD EPYC (Zen 1, AVX2),
 # `benchmarks/bench_train.py --backend-ratio`, December 2026.
-_CPU_SECONDS_PER_STEP = {"tensorflow": 1.6, "jax": 5.0, "torch": 2.3}
+_CPU_SECONDS_PER_STEP = {"tensorflow": 1.6, "jax": 3.8, "torch": 2.3}
 
 
 def slow_cpu_backend_hint(device):
@@ -213,8 +213,17 @@ def computes_bfloat16_on_cpu(device):
 
 
 def supports_jit(device):
-    """XLA compilation pays off on GPUs; TF's CPU XLA path is often slower."""
-    return device.kind == "GPU" and device.backend in ("tensorflow", "jax")
+    """Whether `"auto"` compiles the training step with XLA.
+
+    JAX always: without it every operation is dispatched on its own (a
+    training step of the CPU preset took 4.8 s uncompiled and 3.8 s compiled
+    on a 2-core CPU). TensorFlow on GPUs only: on CPUs its XLA path was no
+    faster than its oneDNN kernels (docs/results.md, *Benchmarks*). PyTorch
+    never: Keras has no XLA for it.
+    """
+    if device.backend == "jax":
+        return True
+    return device.kind == "GPU" and device.backend == "tensorflow"
 
 
 def _glibc():

@@ -75,7 +75,7 @@ class TrainConfig:
     time_budget_minutes: float = 0.0
     # Hardware.
     mixed_precision: str = "auto"
-    jit_compile: str = "auto"  # "auto" (XLA on GPUs), "on" or "off"
+    jit_compile: str = "auto"  # "auto" (XLA: JAX always, TensorFlow on GPUs), "on" or "off"
     # Evaluation and callbacks.
     tta: bool = True
     reduce_lr_on_plateau: bool = False
