@@ -124,15 +124,23 @@ def malis_ratio(images, masks, steps):
     )
 
 
+def measure_in_fresh_process(preset, steps, env, python=sys.executable):
+    """This script's line for `preset`, run by `python` with `env` (settings that
+    must be made before Keras or TensorFlow loads), and its seconds per step."""
+    command = [python, __file__, "--preset", preset, "--steps", str(steps)]
+    output = subprocess.run(
+        command, env={**os.environ, **env}, capture_output=True, text=True, check=True
+    )
+    line = next(x for x in output.stdout.splitlines() if x.startswith(f"{preset}:"))
+    return line, float(re.search(r"([0-9.]+) s/step", line).group(1))
+
+
 def onednn_ratio(preset, steps):
     """Seconds per step with oneDNN off and on, each in a fresh process."""
     seconds = {}
     for flag in ("0", "1"):
-        env = {**os.environ, "TF_ENABLE_ONEDNN_OPTS": flag}
-        command = [sys.executable, __file__, "--preset", preset, "--steps", str(steps)]
-        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-        line = next(x for x in output.stdout.splitlines() if x.startswith(f"{preset}:"))
-        seconds[flag] = float(re.search(r"([0-9.]+) s/step", line).group(1))
+        env = {"TF_ENABLE_ONEDNN_OPTS": flag}
+        line, seconds[flag] = measure_in_fresh_process(preset, steps, env)
         print(f"oneDNN {'on ' if flag == '1' else 'off'}: {line}")
     print(f"oneDNN speed-up on this CPU: {seconds['0'] / seconds['1']:.2f}x")
 
@@ -147,11 +155,8 @@ def backend_ratio(backends, steps):
         if subprocess.run([python, "-c", probe]).returncode != 0:
             print(f"{backend}: not installed for {python}, skipped")
             continue
-        env = {**os.environ, "KERAS_BACKEND": backend}
-        command = [python, __file__, "--preset", "cpu", "--steps", str(steps)]
-        output = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-        line = next(x for x in output.stdout.splitlines() if x.startswith("cpu:"))
-        seconds[backend] = float(re.search(r"([0-9.]+) s/step", line).group(1))
+        env = {"KERAS_BACKEND": backend}
+        line, seconds[backend] = measure_in_fresh_process("cpu", steps, env, python)
         print(f"{backend}: {line}")
     if "tensorflow" in seconds:
         for backend, value in seconds.items():
