@@ -12,10 +12,11 @@ from pathlib import Path
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from unet_keras.datasets import download_isbi2012  # noqa: E402
+from unet_keras.datasets import download_isbi2012, load_isbi2012  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 MIRROR = REPO.parent / "shared" / "isbi2012"
@@ -116,6 +117,33 @@ def isbi_data(mirror_server, tmp_path_factory):
     dest = tmp_path_factory.mktemp("isbi2012")
     assert download_isbi2012(dest, base_url=mirror_server.base_url, progress=False) == dest
     return dest
+
+
+def _misleading_maps(masks, rng, membrane=0.65, lines=12, length=300):
+    """Membrane maps of true masks that fool a merging by mean probability:
+    every real membrane faint (`membrane`, below the watershed's 0.7) and
+    bright false lines (0.9) drawn across the cells, which split them."""
+    maps = []
+    for mask in masks[..., 0]:
+        drawn = np.zeros(mask.shape, np.float32)
+        for _ in range(lines):
+            x, y = rng.integers(0, mask.shape[1]), rng.integers(0, mask.shape[0])
+            angle = rng.uniform(0, np.pi)
+            end = (int(x + length * np.cos(angle)), int(y + length * np.sin(angle)))
+            cv2.line(drawn, (int(x), int(y)), end, 0.9, 2)
+        prob = np.maximum(mask * membrane, np.where(mask == 0, drawn, 0))
+        maps.append(np.clip(cv2.GaussianBlur(prob, (0, 0), 0.7), 0, 1))
+    return np.stack(maps)
+
+
+@pytest.fixture(scope="session")
+def misleading_isbi(isbi_data):
+    """Slices 0-7 of ISBI 2012: `(images, masks, maps)`, the maps from
+    `_misleading_maps`. A classifier can see through them (the real membranes
+    are dark in the image, the false lines are not); one threshold cannot."""
+    images, masks = load_isbi2012(isbi_data, split="train")
+    maps = _misleading_maps(masks[:8], np.random.default_rng(0))
+    return images[:8], masks[:8], maps
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from unet_keras.tensorflow_env import enable_onednn, warn_if_onednn_off
 if not enable_onednn():  # before the imports below load Keras, and with it TensorFlow
     warn_if_onednn_off()
 
+from unet_keras.agglomeration import MergeClassifier, agglomerate_cells, agglomerate_membranes
 from unet_keras.augment import Augmenter, elastic_deform, elastic_displacement, random_tile
 from unet_keras.backend_utils import detect_device
 from unet_keras.datasets import DownloadError, download_isbi2012, load_isbi2012, split_slices
@@ -56,10 +57,13 @@ __all__ = [
     "DiceCoefficient",
     "DiceLoss",
     "DownloadError",
+    "MergeClassifier",
     "MergeWeightedLoss",
     "PerOutputDataset",
     "TileDataset",
     "WeightedCrossEntropy",
+    "agglomerate_cells",
+    "agglomerate_membranes",
     "border_weight_map",
     "border_weight_maps",
     "build_unet",
