@@ -268,3 +268,35 @@ def test_ctrl_c_in_train_says_how_to_resume(tmp_path, monkeypatch, capsys):
     error = capsys.readouterr().err
     assert f"{tmp_path / 'mine'} keeps the finished epochs" in error
     assert "run the same command again to resume" in error
+
+
+def test_merge_classifier_option_of_predict(tmp_path, misleading_isbi, capsys):
+    """An identity "network" predicts its input: the misleading maps, written as PNGs."""
+    import keras
+
+    from unet_keras.agglomeration import MergeClassifier, agglomerate_membranes
+
+    _, masks, maps = misleading_isbi
+    inputs = keras.Input((None, None, 1))
+    model = tmp_path / "identity.keras"
+    keras.Model(inputs, keras.layers.Identity()(inputs)).save(model)
+    images = _write_pngs(tmp_path / "images", np.round(maps[6:8] * 255).astype(np.uint8))
+    seen = np.round(maps * 255) / 255  # what the network sees, and so predicts
+    classifier = MergeClassifier.fit(seen[:6], seen[:6], masks[:6])
+    classifier.save(tmp_path / "merge.json")
+    predict = ["predict", "--model", str(model), "--input", str(images), "--no-tta"]
+    raw, merged = tmp_path / "raw.tif", tmp_path / "merged.tif"
+    assert main([*predict, "--output", str(raw)]) == 0
+    assert main([*predict, "--output", str(merged), "--merge-classifier",
+                 str(tmp_path / "merge.json")]) == 0
+    expected = agglomerate_membranes(tifffile.imread(raw), seen[6:8], classifier)
+    np.testing.assert_array_equal(tifffile.imread(merged), expected)
+    assert (tifffile.imread(merged) == 1.0).sum() > (tifffile.imread(raw) == 1.0).sum()
+
+    capsys.readouterr()
+    assert main([*predict, "--output", str(merged), "--watershed", "--merge-classifier",
+                 str(tmp_path / "merge.json")]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert main([*predict, "--output", str(merged), "--merge-classifier",
+                 str(tmp_path / "missing.json")]) == 2
+    assert "missing.json" in capsys.readouterr().err

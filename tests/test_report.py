@@ -8,7 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from unet_keras.agglomeration import MergeClassifier, agglomerate_membranes
 from unet_keras.datasets import load_isbi2012
+from unet_keras.evaluate import score_isbi
 from unet_keras.report import format_scores, predict_and_score, predict_slices
 from unet_keras.train import TrainConfig
 
@@ -53,6 +55,52 @@ def test_predict_and_score_writes_predictions_and_perfect_scores(isbi_data, tmp_
     assert saved["val_watershed"]["v_rand"] == pytest.approx(metrics["val_watershed"]["v_rand"])
 
 
+def test_predict_and_score_fits_and_applies_the_learned_merging(misleading_isbi, tmp_path):
+    """The identity "network" turns the misleading maps of slices 0-5 into its
+    predictions of the training slices: false splits to learn from."""
+    images, masks, maps = misleading_isbi
+    held_out, test = maps[6:8, ..., None], maps[:4, ..., None]
+    config = TrainConfig(tta=False, overlays=False)
+    metrics = predict_and_score(
+        _identity_model(), config, tmp_path, (held_out, masks[6:8]), test,
+        {"val_slices": [6, 7]}, training=(maps[:6, ..., None], masks[:6]),
+    )
+    assert "learned_merging" not in metrics  # not skipped
+    loaded = MergeClassifier.load(tmp_path / "merge_classifier.json")
+    merged = tifffile.imread(tmp_path / "predictions" / "val_agglomerated.tif")
+    val = tifffile.imread(tmp_path / "predictions" / "val.tif")
+    np.testing.assert_array_equal(merged, agglomerate_membranes(val, held_out, loaded))
+    test_merged = tifffile.imread(tmp_path / "predictions" / "test_agglomerated.tif")
+    assert test_merged.shape == (4, 512, 512)
+    scores = score_isbi(merged, masks[6:8])
+    for key in ("v_rand", "v_info"):
+        assert metrics["val_agglomerated"][key] == pytest.approx(scores[key])
+    assert "val_agglomerated.tif" in format_scores({
+        **metrics, "device": "CPU", "train_seconds": 1.0
+    })
+    config = TrainConfig(tta=False, overlays=False, learned_merging=False)
+    (tmp_path / "off").mkdir()  # train makes the run folder
+    metrics = predict_and_score(
+        _identity_model(), config, tmp_path / "off", (held_out, masks[6:8]), test,
+        {"val_slices": [6, 7]}, training=(maps[:6, ..., None], masks[:6]),
+    )
+    assert "val_agglomerated" not in metrics
+    assert not (tmp_path / "off" / "merge_classifier.json").exists()
+
+
+def test_learned_merging_is_skipped_when_there_is_nothing_to_learn(misleading_isbi, tmp_path):
+    """Maps that are the truth itself never split a cell: no pair to merge."""
+    _, masks, _ = misleading_isbi
+    metrics = predict_and_score(
+        _identity_model(), TrainConfig(tta=False, overlays=False), tmp_path,
+        (masks[6:8], masks[6:8]), masks[:2], {"val_slices": [6, 7]},
+        training=(masks[:4], masks[:4]),
+    )
+    assert metrics["learned_merging"].startswith("skipped: The ")
+    assert "val_agglomerated" not in metrics and metrics["val"]["v_rand"] == pytest.approx(1.0)
+    assert not (tmp_path / "predictions" / "val_agglomerated.tif").exists()
+
+
 def _scores(v_rand, v_info, per_slice=True):
     scores = {
         "v_rand": v_rand, "v_rand_threshold": 0.5, "v_info": v_info, "v_info_threshold": 0.6,
@@ -74,6 +122,9 @@ def test_format_scores_reads_every_release_of_metrics_json():
     assert "V_rand 0.9800 (threshold 0.5), V_info 0.9850 (threshold 0.6)" in lines[1]
     assert lines[2] == "  per slice: 28: 0.9700 / 0.9850, 29: 0.9900 / 0.9850"
     assert "val_watershed.tif" in lines[3]
+    metrics["val_agglomerated"] = _scores(0.985, 0.988)
+    lines = format_scores(metrics).splitlines()
+    assert "With the learned merging (val_agglomerated.tif)" in lines[5] and len(lines) == 7
 
     older = {  # before the fine-tuning, per-slice scores and the watershed were recorded
         "device": "CPU", "train_seconds": 300.0, "val_slices": [28, 29],

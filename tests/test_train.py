@@ -83,6 +83,17 @@ def test_short_run_writes_every_file(tmp_path, isbi_data, capsys):
     assert tifffile.imread(run / "predictions" / "test_watershed.tif").shape == test.shape
     assert sorted(p.name for p in (run / "overlays").iterdir()) == ["val_28.png", "val_29.png"]
     saved = json.loads((run / "metrics.json").read_text())
+    # The learned merging was fitted on the 28 training slices' maps, or, where the tiny
+    # network's maps split no cell, skipped with the reason recorded.
+    if "learned_merging" in saved:
+        assert saved["learned_merging"].startswith("skipped: ")
+        assert not (run / "merge_classifier.json").exists()
+    else:
+        assert (run / "merge_classifier.json").is_file()
+        merged = tifffile.imread(run / "predictions" / "val_agglomerated.tif")
+        assert merged.shape == val.shape and (merged >= val).all()
+        assert tifffile.imread(run / "predictions" / "test_agglomerated.tif").shape == test.shape
+        assert 0 <= saved["val_agglomerated"]["v_rand"] <= 1
     assert saved["val_slices"] == [28, 29] and len(saved["train_slices"]) == 28
     for key in ("v_rand", "v_info", "pixel_error", "dice", "iou"):
         assert 0 <= saved["val"][key] <= 1
@@ -97,7 +108,8 @@ def test_short_run_writes_every_file(tmp_path, isbi_data, capsys):
     summary = format_scores(saved).splitlines()
     rand, info = saved["val"]["v_rand_per_slice"][1], saved["val"]["v_info_per_slice"][1]
     assert f"29: {rand:.4f} / {info:.4f}" in summary[2]  # the line below the held-out scores
-    assert len(summary) == 5  # device; scores and per slice, without and with the watershed
+    # device; scores and per slice, without and with the watershed (and the learned merging)
+    assert len(summary) == (5 if "learned_merging" in saved else 7)
     assert "fine-tuned against merges" in summary[0]
     assert "val_watershed.tif" in summary[3]  # the user learns where the closed map is
 
@@ -113,9 +125,10 @@ def test_short_run_writes_every_file(tmp_path, isbi_data, capsys):
         train(dataclasses.replace(config, filters=8), verbose=0)
     assert (run / "model.keras").read_bytes() == model
 
-    for key in ("val", "val_watershed"):  # a metrics.json written before per-slice scores
+    scored = [key for key in ("val", "val_watershed", "val_agglomerated") if key in saved]
+    for key in scored:  # a metrics.json written before per-slice scores
         del saved[key]["v_rand_per_slice"], saved[key]["v_info_per_slice"]
-    assert len(format_scores(saved).splitlines()) == 3
+    assert len(format_scores(saved).splitlines()) == 1 + len(scored)
 
 
 @pytest.mark.parametrize(

@@ -28,6 +28,7 @@ import numpy as np
 FIT_STEP_COST = 1.15  # a step inside `fit`: with each epoch's validation and checkpoints
 MERGE_STEP_COST = 1.55  # a fine-tuning step: a prediction, the merge weights, the step
 PREDICT_COST = 90  # predicting the 5 held-out and 30 test slices with 8-fold TTA
+MERGING_COST = 65  # predicting the 25 training slices, to fit the learned merging
 FIXED_SECONDS = 30  # loading the data, building and tracing the models, scoring
 SHORTEST = 0.5  # the smallest fraction of its steps a budget leaves a run
 
@@ -70,7 +71,8 @@ def estimate_seconds(config, step_seconds):
 def _stage_seconds(config, step_seconds):
     """The estimate in two parts: what a budget cannot shorten (the fixed costs
     and the prediction), and the steps it can."""
-    predict = PREDICT_COST if config.tta else PREDICT_COST / 8
+    predict = PREDICT_COST + (MERGING_COST if config.learned_merging else 0)
+    predict = predict if config.tta else predict / 8
     steps = (FIT_STEP_COST * config.epochs * config.steps_per_epoch
              + MERGE_STEP_COST * config.malis_steps)
     return FIXED_SECONDS + step_seconds * predict, step_seconds * steps

@@ -121,6 +121,16 @@ def _predict(args):
     from unet_keras.plots import save_overlays
 
     watershed_options = _watershed_options(args)
+    classifier = None
+    if args.merge_classifier:
+        if args.watershed:
+            raise ValueError(
+                "--merge-classifier and --watershed both close the gaps between cells: "
+                "give one of them."
+            )
+        from unet_keras.agglomeration import MergeClassifier
+
+        classifier = MergeClassifier.load(args.merge_classifier)  # before the slow part
     model = keras.models.load_model(args.model, compile=False)  # predicting only
     model = prediction_network(model)  # a U-Net++ or UNet 3+ without its side outputs
     try:
@@ -133,6 +143,10 @@ def _predict(args):
     )[..., 0]
     if args.watershed:
         membrane = watershed_membranes(membrane, **watershed_options)
+    if classifier is not None:
+        from unet_keras.agglomeration import agglomerate_membranes
+
+        membrane = agglomerate_membranes(membrane, images, classifier)
     # The challenge expects the probability of cell interior, 1 - membrane.
     written = write_stack(args.output, 1.0 - membrane if args.isbi_submission else membrane)
     print(f"Wrote {written} ({len(membrane)} slices, "
@@ -261,6 +275,9 @@ def make_parser():
     p.add_argument("--isbi-submission", action="store_true",
                    help="write interior probabilities (1 - membrane), the challenge's convention")
     _add_watershed_arguments(p, "close the gaps between cells with a seeded watershed")
+    p.add_argument("--merge-classifier", metavar="JSON",
+                   help="close the gaps with the watershed and a run's learned merging "
+                        "instead, e.g. runs/default/merge_classifier.json")
     p.set_defaults(run=_predict)
 
     p = commands.add_parser("evaluate", help="ISBI 2012 scores (V_rand, V_info) of a prediction")

@@ -78,6 +78,9 @@ class TrainConfig:
     jit_compile: str = "auto"  # "auto" (XLA: JAX always, TensorFlow on GPUs), "on" or "off"
     # Evaluation and callbacks.
     tta: bool = True
+    # Merge the watershed's regions by a classifier fitted on the network's maps of its
+    # training slices (agglomeration.py): predictions/*_agglomerated.tif.
+    learned_merging: bool = True
     reduce_lr_on_plateau: bool = False
     tensorboard: bool = False
     overlays: bool = True

@@ -10,6 +10,7 @@ import time
 import numpy as np
 import tifffile
 
+from unet_keras.agglomeration import MergeClassifier, NothingToLearn, agglomerate_membranes
 from unet_keras.evaluate import score_isbi
 from unet_keras.inference import predict_tiled
 from unet_keras.plots import save_overlays
@@ -40,13 +41,16 @@ def predict_slices(model, images, config):
     )[..., 0]
 
 
-def predict_and_score(model, config, run_dir, held_out, test_images, metrics):
+def predict_and_score(model, config, run_dir, held_out, test_images, metrics, training=None):
     """Predicts, scores and writes the held-out and the test slices of a run.
 
     Writes `predictions/val.tif` and `predictions/test.tif` (float32 membrane
     probabilities, in slice order), both again with the gaps closed
     (`*_watershed.tif`), the overlays of the held-out slices if the config
-    asks for them, and `metrics.json`.
+    asks for them, and `metrics.json`. With `config.learned_merging` it also
+    fits the learned merging on the network's maps of the training slices
+    (`merge_classifier.json`) and writes both stacks merged by it
+    (`*_agglomerated.tif`).
 
     Args:
         model: The run's final single-output model.
@@ -56,6 +60,8 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics):
             `metrics["val_slices"]`.
         test_images: The 30 test slices.
         metrics: What the run has recorded so far.
+        training: `(images, masks)` of the training slices, for the learned
+            merging; None skips it.
 
     Returns:
         A copy of `metrics` with the scores and `predict_seconds` added, as
@@ -80,9 +86,41 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics):
     test_prob = predict_slices(model, test_images, config)
     tifffile.imwrite(predictions / "test.tif", test_prob.astype("float32"))
     tifffile.imwrite(predictions / "test_watershed.tif", watershed_membranes(test_prob))
+    classifier = None
+    if config.learned_merging and training is not None:
+        try:
+            classifier = fit_learned_merging(model, config, run_dir, *training)
+        except NothingToLearn as error:
+            metrics["learned_merging"] = f"skipped: {error}"
+    if classifier is not None:
+        val_merged = agglomerate_membranes(val_prob, images, classifier)
+        tifffile.imwrite(predictions / "val_agglomerated.tif", val_merged)
+        metrics["val_agglomerated"] = score_isbi(val_merged, masks)
+        tifffile.imwrite(
+            predictions / "test_agglomerated.tif",
+            agglomerate_membranes(test_prob, test_images, classifier),
+        )
     metrics["predict_seconds"] = round(time.perf_counter() - start, 1)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_to_builtin))
     return metrics
+
+
+def fit_learned_merging(model, config, run_dir, images, masks):
+    """The run's `MergeClassifier`, fitted on its own maps of its training
+    slices and saved as `merge_classifier.json`.
+
+    Args:
+        model: The run's final single-output model.
+        config: The run's `TrainConfig`.
+        run_dir: The run folder.
+        images, masks: The training slices and their ground truth.
+
+    Returns:
+        The fitted `MergeClassifier`.
+    """
+    classifier = MergeClassifier.fit(predict_slices(model, images, config), images, masks)
+    classifier.save(run_dir / "merge_classifier.json")
+    return classifier
 
 
 def _to_builtin(value):
@@ -100,7 +138,10 @@ def format_scores(metrics):
         f"Trained {metrics['train_seconds']:.0f} s on {metrics['device']}"
         + (f", then fine-tuned against merges for {tuned:.0f} s." if tuned else ".")
     ]
-    titles = {"val": "Held-out slices", "val_watershed": "With the watershed (val_watershed.tif)"}
+    titles = {
+        "val": "Held-out slices", "val_watershed": "With the watershed (val_watershed.tif)",
+        "val_agglomerated": "With the learned merging (val_agglomerated.tif)",
+    }
     for key, title in titles.items():
         scores = metrics.get(key)
         if not scores:

@@ -11,6 +11,8 @@ and the Python API, and `train`, which writes a complete run folder.
         predictions/val.tif    float32 membrane probabilities, held-out slices
         predictions/test.tif   the same for the 30 test slices
         predictions/*_watershed.tif  both with the gaps closed (postprocess.py)
+        predictions/*_agglomerated.tif  both merged by the learned merging
+        merge_classifier.json  that merging, fitted on the training slices (agglomeration.py)
         overlays/*.png         held-out predictions over the images, with error maps
         backup/, malis/        the state of an unfinished run's epochs, fine-tuning
         progress.json          the stages an unfinished run has finished
@@ -378,6 +380,7 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
             "train_slices": [int(i) for i in train_idx],
             "val_slices": [int(i) for i in val_idx], "tta": config.tta,
         },
+        training=(images[train_idx], masks[train_idx]),
     )
     (run_dir / PROGRESS).unlink(missing_ok=True)  # complete: a new start keeps it (finished_run)
     if verbose:
