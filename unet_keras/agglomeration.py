@@ -14,7 +14,7 @@ membrane probability and of the image along it, its length) and by the two
 regions (sizes, mean probabilities, seed sizes), and a logistic regression
 (scikit-learn) predicts whether both belong to the same true cell. The pairs
 are merged by skimage's hierarchical merging, most certain first, while the
-pixel-weighted mean probability of "same cell" stays above `threshold`; a
+pixel-weighted mean probability of "same cell" stays above `threshold` (0.4); a
 watershed from the merged seeds then draws the final one-pixel boundaries.
 
 `train` fits it on the network's own maps of its training slices: the small
@@ -278,7 +278,7 @@ def _merge(found, classifier, threshold):
     return relabelled
 
 
-def agglomerate_cells(membrane_prob, images, classifier, threshold=0.5):
+def agglomerate_cells(membrane_prob, images, classifier, threshold=0.4):
     """Cell segmentation: the watershed's regions merged where `classifier`
     finds them one cell.
 
@@ -289,6 +289,9 @@ def agglomerate_cells(membrane_prob, images, classifier, threshold=0.5):
         classifier: A fitted `MergeClassifier`.
         threshold: Pairs are merged, most certain first, while their
             (boundary-weighted mean) probability of being one cell is above it.
+            0.4 was chosen over 0.5 and 0.6 on held-out slices 0-4 and 20-24,
+            two seeds each: the only one of the three above the watershed in
+            all four runs (docs/results.md).
 
     Returns:
         int32 labels, the shape of `membrane_prob` without a channel axis:
@@ -312,7 +315,7 @@ def agglomerate_cells(membrane_prob, images, classifier, threshold=0.5):
     return labels[0] if np.ndim(membrane_prob) == 2 else labels
 
 
-def agglomerate_membranes(membrane_prob, images, classifier, threshold=0.5):
+def agglomerate_membranes(membrane_prob, images, classifier, threshold=0.4):
     """Membrane probabilities with the boundaries of `agglomerate_cells` set to 1.
 
     As `postprocess.watershed_membranes`: threshold 0.0 of the result is the
