@@ -53,6 +53,17 @@ def test_same_cell_follows_the_ground_truth():
     np.testing.assert_array_equal(same_cell(found["regions"], found["pairs"], mask), [0, 1])
 
 
+def test_same_cell_takes_each_region_s_largest_true_cell():
+    """Region 2 leaked over the membrane: 10 columns in cell A, 40 in cell B."""
+    mask = np.zeros((8, 91), np.uint8)
+    mask[:, 40] = 1  # cell A: columns 0-39, cell B: columns 41-90
+    regions = np.ones(mask.shape, np.int32)
+    regions[:, 30:81] = 2
+    regions[:, 81:] = 3
+    pairs = np.array([[1, 2], [2, 3]])
+    np.testing.assert_array_equal(same_cell(regions, pairs, mask), [0, 1])
+
+
 def test_a_slice_without_seeds_has_no_pairs_and_stays_one_cell():
     prob = np.full((32, 32), 0.5, np.float32)
     found = region_pairs(prob, prob)

@@ -124,8 +124,10 @@ def same_cell(regions, pairs, membrane_mask):
     keys, counts = np.unique(joint, return_counts=True)
     region, cell = keys // (n_cells + 1), keys % (n_cells + 1)
     majority = np.full(int(regions.max()) + 1, -1, np.int64)
-    order = np.lexsort((counts, region))
-    majority[region[order]] = cell[order]  # sorted by count: the last write is the largest
+    order = np.lexsort((counts, region))  # by region, then by count
+    region, cell = region[order], cell[order]
+    largest = np.append(region[1:] != region[:-1], True)  # the last of each region's run
+    majority[region[largest]] = cell[largest]
     a, b = majority[pairs[:, 0]], majority[pairs[:, 1]]
     return ((a == b) & (a >= 0)).astype(np.int8)
 
