@@ -29,8 +29,8 @@ from scipy import ndimage
 from skimage import graph
 from skimage.segmentation import watershed
 
-from unet_keras.evaluate import as_membrane_slices
-from unet_keras.postprocess import _markers, _mean_boundary
+from unet_keras.evaluate import _as_slices, _validate, as_membrane_slices
+from unet_keras.postprocess import _markers, _merge_seeds
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 FEATURE_NAMES = (
@@ -135,9 +135,9 @@ def same_cell(regions, pairs, membrane_mask):
 def _image_slices(images, prob):
     """`images` as float `(N, H, W)` slices matching `prob`, checked."""
     images = np.asarray(images)
-    if images.ndim in (3, 4) and images.shape[-1] == 1 and images.shape[-3:-1] == prob.shape[1:]:
-        images = images[..., 0]  # a channel axis, as load_isbi2012 gives
-    images = images[None] if images.ndim == 2 else images
+    if images.shape == (*prob.shape[1:], 1):  # one slice with a channel axis
+        images = images[..., 0]
+    images = _as_slices(images, "images")
     if images.shape != prob.shape:
         raise ValueError(
             f"`images` {images.shape} and `membrane_prob` {prob.shape} differ in shape: pass "
@@ -203,8 +203,6 @@ class MergeClassifier:
         """
         from sklearn.linear_model import LogisticRegression  # only to fit: not at import
 
-        from unet_keras.evaluate import _validate  # the scorer's checks of prob and mask
-
         prob, mask, _ = _validate(membrane_prob, membrane_mask, None)
         images = _image_slices(images, prob)
         features, targets = [], []
@@ -238,6 +236,7 @@ class MergeClassifier:
         return 1.0 / (1.0 + np.exp(-logits))
 
     def to_dict(self):
+        """The classifier as JSON-ready values (what `save` writes)."""
         return {
             "features": list(FEATURE_NAMES), "mean": self.mean.tolist(),
             "scale": self.scale.tolist(), "coef": self.coef.tolist(), "intercept": self.intercept,
@@ -245,11 +244,14 @@ class MergeClassifier:
         }
 
     def save(self, path):
+        """Writes `to_dict()` as JSON to `path`."""
         with open(path, "w") as file:
             json.dump(self.to_dict(), file, indent=2)
 
     @classmethod
     def load(cls, path):
+        """A classifier saved by `save`; a ValueError if its features differ from
+        this version's `FEATURE_NAMES`."""
         with open(path) as file:
             saved = json.load(file)
         if saved.get("features") != list(FEATURE_NAMES):
@@ -266,18 +268,11 @@ def _merge(found, classifier, threshold):
     rag = graph.RAG()
     rag.add_nodes_from(range(int(found["regions"].max()) + 1))
     for node in rag.nodes:
-        rag.nodes[node]["labels"] = [node]
+        rag.nodes[node]["labels"] = [node]  # what merge_hierarchical relabels by
     apart = 1.0 - classifier.merge_probability(found["features"])
     for (a, b), count, weight in zip(found["pairs"], found["lengths"], apart):
         rag.add_edge(int(a), int(b), weight=float(weight), count=int(count))
-    merged = graph.merge_hierarchical(
-        found["regions"], rag, thresh=1.0 - threshold, rag_copy=False, in_place_merge=True,
-        merge_func=lambda rag, src, dst: None, weight_func=_mean_boundary,
-    )
-    seeds = found["seeds"]
-    relabelled = seeds.copy()
-    relabelled[seeds > 0] = merged[seeds > 0] + 1
-    return relabelled
+    return _merge_seeds(found["regions"], rag, found["seeds"], 1.0 - threshold)
 
 
 def agglomerate_cells(membrane_prob, images, classifier, threshold=0.4):

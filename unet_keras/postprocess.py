@@ -74,18 +74,26 @@ def _mean_boundary(rag, src, dst, neighbour):
     return {"count": count, "weight": sum(e["weight"] * e["count"] for e in edges) / count}
 
 
-def _merge_faint_boundaries(prob, markers, merge_threshold):
-    """Seeds relabelled so that regions split only by a faint boundary share a label."""
-    regions = watershed(prob, markers, connectivity=1)  # no lines: neighbours touch
-    rag = graph.rag_boundary(regions, prob.astype(np.float64), connectivity=1)
+def _merge_seeds(regions, rag, markers, threshold):
+    """Seeds relabelled so that the regions that skimage's hierarchical merging
+    of `rag` joins (lowest edge weight first, while below `threshold`; merged
+    edges weighted by `_mean_boundary`) share a label. Also the learned
+    merging's (agglomeration.py), with its own edge weights."""
     merged = graph.merge_hierarchical(
-        regions, rag, thresh=merge_threshold, rag_copy=False, in_place_merge=True,
+        regions, rag, thresh=threshold, rag_copy=False, in_place_merge=True,
         merge_func=lambda rag, src, dst: None, weight_func=_mean_boundary,
     )
     seeds = markers > 0
     relabelled = markers.copy()
     relabelled[seeds] = merged[seeds] + 1  # merge_hierarchical numbers from 0
     return relabelled
+
+
+def _merge_faint_boundaries(prob, markers, merge_threshold):
+    """Seeds relabelled so that regions split only by a faint boundary share a label."""
+    regions = watershed(prob, markers, connectivity=1)  # no lines: neighbours touch
+    rag = graph.rag_boundary(regions, prob.astype(np.float64), connectivity=1)
+    return _merge_seeds(regions, rag, markers, merge_threshold)
 
 
 def _watershed(prob, marker_threshold, min_marker_size, merge_threshold):
