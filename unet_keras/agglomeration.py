@@ -25,11 +25,15 @@ of the held-out slices), so those maps look like the held-out ones.
 import json
 
 import numpy as np
-from scipy import ndimage
 from skimage import graph
 from skimage.segmentation import watershed
 
-from unet_keras.evaluate import _as_slices, _validate, as_membrane_slices
+from unet_keras.evaluate import (
+    _as_slices,
+    _ground_truth_segments,
+    _validate,
+    as_membrane_slices,
+)
 from unet_keras.postprocess import _markers, _merge_seeds
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
@@ -118,7 +122,8 @@ def same_cell(regions, pairs, membrane_mask):
     A region's cell is the 4-connected ground-truth interior component that
     covers most of its pixels.
     """
-    cells, n_cells = ndimage.label(membrane_mask == 0)
+    cells = _ground_truth_segments(membrane_mask)  # the scorer's true cells
+    n_cells = int(cells.max())
     inside = cells > 0
     joint = regions[inside].astype(np.int64) * (n_cells + 1) + cells[inside]
     keys, counts = np.unique(joint, return_counts=True)
