@@ -166,7 +166,7 @@ class MergeWeightedLoss(keras.losses.Loss):
         }
 
 
-def fine_tune_merges(model, dataset, loss, *, weight=0.5, learning_rate=2e-4,
+def fine_tune_merges(model, dataset, loss, *, weight=2.0, learning_rate=2e-4,
                      state_path=None, callbacks=(), jit_compile=False, verbose=1):
     """Fine-tunes `model` on every batch of `dataset` with `MergeWeightedLoss`.
 
@@ -181,7 +181,8 @@ def fine_tune_merges(model, dataset, loss, *, weight=0.5, learning_rate=2e-4,
             its length is the number of steps.
         loss: The loss of the mask (`BCEDiceLoss()`, ...; see
             `MergeWeightedLoss`).
-        weight: Weight of the merge term.
+        weight: Weight of the merge term (`TrainConfig.malis_weight`'s
+            default, chosen on the tuning folds).
         learning_rate: Adam's learning rate, constant.
         state_path: A `.keras` file. The model and its optimiser are saved
             there every 25 steps; if it exists, fine-tuning resumes from it,
