@@ -2,6 +2,7 @@
 folder, and an interrupted run resumes from its backup."""
 
 import dataclasses
+import inspect
 import json
 
 import keras
@@ -10,6 +11,7 @@ import pytest
 import tifffile
 
 from unet_keras.backend_utils import DeviceInfo
+from unet_keras.malis import fine_tune_merges
 from unet_keras.plots import read_history
 from unet_keras.train import TrainConfig, _callbacks, build_model, format_scores, train
 
@@ -440,6 +442,8 @@ def test_bfloat16_cpu_preset_is_wider_and_longer_with_the_same_fine_tuning():
     base, wide = TrainConfig(), TrainConfig.for_bfloat16_cpu(epochs=2)
     assert (wide.filters, wide.epochs, wide.mixed_precision) == (32, 2, "mixed_bfloat16")
     assert base.malis_weight == wide.malis_weight == 2.0  # chosen for each network
+    # The library function fine-tunes as `train` does unless told otherwise.
+    assert inspect.signature(fine_tune_merges).parameters["weight"].default == base.malis_weight
     assert base.malis_steps == wide.malis_steps == 150
     assert wide.steps_per_epoch == base.steps_per_epoch and wide.tile_size == base.tile_size
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from unet_keras.backend_utils import computes_bfloat16_on_cpu, detect_device
 from unet_keras.geometry import valid_output_size
+from unet_keras.malis import MERGE_WEIGHT
 
 ARCHITECTURES = ("unet", "unet++", "unet3+")
 LOSSES = ("bce", "dice", "bce_dice", "bce_cldice", "weighted_ce")
@@ -66,11 +67,9 @@ class TrainConfig:
     seed: int = 0
     # Fine-tuning against merges after the epochs (malis.py): constrained MALIS. With
     # loss="weighted_ce" it fine-tunes on the plain cross-entropy: merge weights, not
-    # border weights. Weight 2 beat 0.5 on the tuning folds for the 32-filter network
-    # and later for the 16-filter one (docs/results.md: *Its merge weight*, *The
-    # 16-filter preset's merge weight, again*).
+    # border weights.
     malis_steps: int = 150  # 0: off
-    malis_weight: float = 2.0
+    malis_weight: float = MERGE_WEIGHT
     malis_learning_rate: float = 2e-4
     # Minutes for the whole `train` call (0: no limit). A slower machine trains fewer
     # steps of every epoch and of the fine-tuning to end in time (budget.py).

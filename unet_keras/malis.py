@@ -32,6 +32,10 @@ from scipy import ndimage
 
 from unet_keras.losses import _PACKAGE, _crossentropy_per_pixel
 
+# The merge term's weight in `fine_tune_merges` and `TrainConfig.malis_weight`: 2 beat
+# 0.5 on the tuning folds for the 32- and the 16-filter networks (docs/results.md).
+MERGE_WEIGHT = 2.0
+
 _FOUR_CONNECTED = np.array([[0, 1, 0], [1, 1, 1], [0, 1, 0]])
 
 
@@ -166,7 +170,7 @@ class MergeWeightedLoss(keras.losses.Loss):
         }
 
 
-def fine_tune_merges(model, dataset, loss, *, weight=2.0, learning_rate=2e-4,
+def fine_tune_merges(model, dataset, loss, *, weight=MERGE_WEIGHT, learning_rate=2e-4,
                      state_path=None, callbacks=(), jit_compile=False, verbose=1):
     """Fine-tunes `model` on every batch of `dataset` with `MergeWeightedLoss`.
 
@@ -181,8 +185,7 @@ def fine_tune_merges(model, dataset, loss, *, weight=2.0, learning_rate=2e-4,
             its length is the number of steps.
         loss: The loss of the mask (`BCEDiceLoss()`, ...; see
             `MergeWeightedLoss`).
-        weight: Weight of the merge term (`TrainConfig.malis_weight`'s
-            default, chosen on the tuning folds).
+        weight: Weight of the merge term (`MERGE_WEIGHT`).
         learning_rate: Adam's learning rate, constant.
         state_path: A `.keras` file. The model and its optimiser are saved
             there every 25 steps; if it exists, fine-tuning resumes from it,
