@@ -443,7 +443,9 @@ def test_bfloat16_cpu_preset_is_wider_and_longer_with_the_same_fine_tuning():
     assert (wide.filters, wide.epochs, wide.mixed_precision) == (32, 2, "mixed_bfloat16")
     assert base.malis_weight == wide.malis_weight == 2.0  # chosen for each network
     # The library function fine-tunes as `train` does unless told otherwise.
-    assert inspect.signature(fine_tune_merges).parameters["weight"].default == base.malis_weight
+    defaults = inspect.signature(fine_tune_merges).parameters
+    assert defaults["weight"].default == base.malis_weight
+    assert defaults["learning_rate"].default == base.malis_learning_rate == 2e-4
     assert base.malis_steps == wide.malis_steps == 150
     assert wide.steps_per_epoch == base.steps_per_epoch and wide.tile_size == base.tile_size
 

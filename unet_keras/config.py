@@ -9,7 +9,7 @@ from pathlib import Path
 
 from unet_keras.backend_utils import computes_bfloat16_on_cpu, detect_device
 from unet_keras.geometry import valid_output_size
-from unet_keras.malis import MERGE_WEIGHT
+from unet_keras.malis import MERGE_LEARNING_RATE, MERGE_WEIGHT
 
 ARCHITECTURES = ("unet", "unet++", "unet3+")
 LOSSES = ("bce", "dice", "bce_dice", "bce_cldice", "weighted_ce")
@@ -70,7 +70,7 @@ class TrainConfig:
     # border weights.
     malis_steps: int = 150  # 0: off
     malis_weight: float = MERGE_WEIGHT
-    malis_learning_rate: float = 2e-4
+    malis_learning_rate: float = MERGE_LEARNING_RATE
     # Minutes for the whole `train` call (0: no limit). A slower machine trains fewer
     # steps of every epoch and of the fine-tuning to end in time (budget.py).
     time_budget_minutes: float = 0.0
