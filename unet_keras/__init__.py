@@ -45,7 +45,7 @@ from unet_keras.model import (
     up_step,
 )
 from unet_keras.pipeline import PerOutputDataset, TileDataset
-from unet_keras.postprocess import watershed_cells, watershed_membranes
+from unet_keras.postprocess import ridge_membranes, watershed_cells, watershed_membranes
 from unet_keras.weights import border_weight_map, border_weight_maps
 
 __version__ = "0.1.0"
@@ -89,6 +89,7 @@ __all__ = [
     "prune_unet_plus_plus",
     "rand_and_info_scores",
     "random_tile",
+    "ridge_membranes",
     "score_isbi",
     "segmentation_errors",
     "soft_cldice",

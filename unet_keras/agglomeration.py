@@ -34,7 +34,7 @@ from unet_keras.evaluate import (
     _validate,
     as_membrane_slices,
 )
-from unet_keras.postprocess import _markers, _merge_seeds
+from unet_keras.postprocess import _markers, _merge_seeds, draw_lines
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 FEATURE_NAMES = (
@@ -317,17 +317,16 @@ def agglomerate_cells(membrane_prob, images, classifier, threshold=0.4):
     return labels[0] if np.ndim(membrane_prob) == 2 else labels
 
 
-def agglomerate_membranes(membrane_prob, images, classifier, threshold=0.4):
+def agglomerate_membranes(membrane_prob, images, classifier, threshold=0.4, ridges=True):
     """Membrane probabilities with the boundaries of `agglomerate_cells` set to 1.
 
-    As `postprocess.watershed_membranes`: threshold 0.0 of the result is the
-    segmentation, and `1 - result` is a valid ISBI submission. Arguments and
-    errors as `agglomerate_cells`.
+    As `postprocess.watershed_membranes`: the lines are drawn over the map's
+    own boundaries redrawn on their ridges (`ridges=False`: over the map as it
+    is), threshold 0.0 of the result is the segmentation, and `1 - result` is
+    a valid ISBI submission. Other arguments and errors as `agglomerate_cells`.
 
     Returns:
         float32 membrane probabilities of the same shape as `membrane_prob`.
     """
     labels = agglomerate_cells(membrane_prob, images, classifier, threshold)
-    prob = np.asarray(membrane_prob, np.float32)
-    closed = np.where(labels.reshape(prob.shape) == 0, 1.0, np.clip(prob, 0, 1))
-    return closed.astype(np.float32)
+    return draw_lines(labels, membrane_prob, ridges)
