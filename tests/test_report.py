@@ -47,7 +47,13 @@ def test_predict_and_score_writes_predictions_and_perfect_scores(isbi_data, tmp_
     assert val.dtype == np.float32
     np.testing.assert_array_equal(val, held_out[..., 0])
     assert tifffile.imread(tmp_path / "predictions" / "test.tif").shape == (30, 512, 512)
-    assert (tmp_path / "predictions" / "test_watershed.tif").is_file()
+    for name in ("test_ridges.tif", "test_watershed.tif"):
+        assert (tmp_path / "predictions" / name).is_file(), name
+    # The truth's bands thinned to lines on their crests score as the truth does.
+    assert metrics["val_ridges"]["v_rand"] == pytest.approx(1.0)
+    assert metrics["val_ridges"]["v_info"] == pytest.approx(1.0)
+    ridges = tifffile.imread(tmp_path / "predictions" / "val_ridges.tif")
+    assert ridges.sum() < 0.5 * val.sum()  # lines one pixel wide, not the bands
     assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == ["val_27.png", "val_28.png"]
     saved = json.loads((tmp_path / "metrics.json").read_text())
     assert saved["val_slices"] == [27, 28] and saved["predict_seconds"] >= 0
@@ -116,7 +122,7 @@ def test_format_scores_reads_every_release_of_metrics_json():
     metrics = {
         "device": "CPU", "train_seconds": 300.0, "malis_seconds": 90.0, "val_slices": [28, 29],
         "val": _scores(0.98, 0.985), "val_watershed": _scores(0.981, 0.986),
-    }
+    }  # as written before the ridges
     lines = format_scores(metrics).splitlines()
     assert lines[0] == "Trained 300 s on CPU, then fine-tuned against merges for 90 s."
     assert "V_rand 0.9800 (threshold 0.5), V_info 0.9850 (threshold 0.6)" in lines[1]
@@ -125,6 +131,11 @@ def test_format_scores_reads_every_release_of_metrics_json():
     metrics["val_agglomerated"] = _scores(0.985, 0.988)
     lines = format_scores(metrics).splitlines()
     assert "With the learned merging (val_agglomerated.tif)" in lines[5] and len(lines) == 7
+    metrics["val_ridges"] = _scores(0.982, 0.987)
+    lines = format_scores(metrics).splitlines()
+    assert "On the ridges (val_ridges.tif)" in lines[3] and "V_info 0.9870" in lines[3]
+    assert "pixel error 0.0700" in lines[1] and "pixel error" not in lines[3]  # lines, not maps
+    assert "val_watershed.tif" in lines[5] and len(lines) == 9
 
     older = {  # before the fine-tuning, per-slice scores and the watershed were recorded
         "device": "CPU", "train_seconds": 300.0, "val_slices": [28, 29],

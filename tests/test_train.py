@@ -79,9 +79,13 @@ def test_short_run_writes_every_file(tmp_path, isbi_data, capsys):
     assert val.shape == (2, 512, 512) and val.dtype == np.float32
     assert test.shape == (30, 512, 512) and test.dtype == np.float32
     assert 0 <= val.min() and val.max() <= 1
+    ridges = tifffile.imread(run / "predictions" / "val_ridges.tif")
+    assert ridges.dtype == np.float32 and ridges.shape == val.shape
+    assert (ridges <= val).all()  # crests kept, each basin at its lowest
+    assert tifffile.imread(run / "predictions" / "test_ridges.tif").shape == test.shape
     closed = tifffile.imread(run / "predictions" / "val_watershed.tif")
     assert closed.dtype == np.float32 and closed.shape == val.shape
-    assert (closed >= val).all()  # the network's map with boundary lines added
+    assert (closed >= ridges).all()  # the ridge map with boundary lines added
     assert tifffile.imread(run / "predictions" / "test_watershed.tif").shape == test.shape
     assert sorted(p.name for p in (run / "overlays").iterdir()) == ["val_28.png", "val_29.png"]
     saved = json.loads((run / "metrics.json").read_text())
@@ -93,15 +97,16 @@ def test_short_run_writes_every_file(tmp_path, isbi_data, capsys):
     else:
         assert (run / "merge_classifier.json").is_file()
         merged = tifffile.imread(run / "predictions" / "val_agglomerated.tif")
-        assert merged.shape == val.shape and (merged >= val).all()
+        assert merged.shape == val.shape and (merged >= ridges).all()
         assert tifffile.imread(run / "predictions" / "test_agglomerated.tif").shape == test.shape
         assert 0 <= saved["val_agglomerated"]["v_rand"] <= 1
     assert saved["val_slices"] == [28, 29] and len(saved["train_slices"]) == 28
     for key in ("v_rand", "v_info", "pixel_error", "dice", "iou"):
         assert 0 <= saved["val"][key] <= 1
         assert saved["val"][key] == pytest.approx(metrics["val"][key])
+        assert 0 <= saved["val_ridges"][key] <= 1
         assert 0 <= saved["val_watershed"][key] <= 1
-    for key in ("val", "val_watershed"):
+    for key in ("val", "val_ridges", "val_watershed"):
         scores = saved[key]
         assert len(scores["v_rand_per_slice"]) == len(scores["v_info_per_slice"]) == 2
         assert np.mean(scores["v_rand_per_slice"]) == pytest.approx(scores["v_rand"])
@@ -110,10 +115,12 @@ def test_short_run_writes_every_file(tmp_path, isbi_data, capsys):
     summary = format_scores(saved).splitlines()
     rand, info = saved["val"]["v_rand_per_slice"][1], saved["val"]["v_info_per_slice"][1]
     assert f"29: {rand:.4f} / {info:.4f}" in summary[2]  # the line below the held-out scores
-    # device; scores and per slice, without and with the watershed (and the learned merging)
-    assert len(summary) == (5 if "learned_merging" in saved else 7)
+    # device; scores and per slice: the map, on the ridges, with the watershed (and the
+    # learned merging)
+    assert len(summary) == (7 if "learned_merging" in saved else 9)
     assert "fine-tuned against merges" in summary[0]
-    assert "val_watershed.tif" in summary[3]  # the user learns where the closed map is
+    assert "val_ridges.tif" in summary[3]  # the user learns where each map is
+    assert "val_watershed.tif" in summary[5]
 
     model = (run / "model.keras").read_bytes()
     recorder = EpochRecorder()
@@ -127,7 +134,8 @@ def test_short_run_writes_every_file(tmp_path, isbi_data, capsys):
         train(dataclasses.replace(config, filters=8), verbose=0)
     assert (run / "model.keras").read_bytes() == model
 
-    scored = [key for key in ("val", "val_watershed", "val_agglomerated") if key in saved]
+    scored = [key for key in ("val", "val_ridges", "val_watershed", "val_agglomerated")
+              if key in saved]
     for key in scored:  # a metrics.json written before per-slice scores
         del saved[key]["v_rand_per_slice"], saved[key]["v_info_per_slice"]
     assert len(format_scores(saved).splitlines()) == 1 + len(scored)

@@ -14,7 +14,7 @@ from unet_keras.agglomeration import MergeClassifier, NothingToLearn, agglomerat
 from unet_keras.evaluate import score_isbi
 from unet_keras.inference import predict_tiled
 from unet_keras.plots import save_overlays
-from unet_keras.postprocess import watershed_membranes
+from unet_keras.postprocess import ridge_membranes, watershed_membranes
 
 
 def predict_slices(model, images, config):
@@ -45,7 +45,8 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
     """Predicts, scores and writes the held-out and the test slices of a run.
 
     Writes `predictions/val.tif` and `predictions/test.tif` (float32 membrane
-    probabilities, in slice order), both again with the gaps closed
+    probabilities, in slice order), both again with their boundaries redrawn
+    on the ridges (`*_ridges.tif`) and with the gaps closed
     (`*_watershed.tif`), the overlays of the held-out slices if the config
     asks for them, and `metrics.json`. With `config.learned_merging` it also
     fits the learned merging on the network's maps of the training slices
@@ -75,6 +76,9 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
     val_prob = predict_slices(model, images, config)
     tifffile.imwrite(predictions / "val.tif", val_prob.astype("float32"))
     metrics["val"] = score_isbi(val_prob, masks)
+    val_ridges = ridge_membranes(val_prob)
+    tifffile.imwrite(predictions / "val_ridges.tif", val_ridges)
+    metrics["val_ridges"] = score_isbi(val_ridges, masks)
     val_closed = watershed_membranes(val_prob)
     tifffile.imwrite(predictions / "val_watershed.tif", val_closed)
     metrics["val_watershed"] = score_isbi(val_closed, masks)
@@ -85,6 +89,7 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
         )
     test_prob = predict_slices(model, test_images, config)
     tifffile.imwrite(predictions / "test.tif", test_prob.astype("float32"))
+    tifffile.imwrite(predictions / "test_ridges.tif", ridge_membranes(test_prob))
     tifffile.imwrite(predictions / "test_watershed.tif", watershed_membranes(test_prob))
     classifier = None
     if config.learned_merging and training is not None:
@@ -139,19 +144,23 @@ def format_scores(metrics):
         + (f", then fine-tuned against merges for {tuned:.0f} s." if tuned else ".")
     ]
     titles = {
-        "val": "Held-out slices", "val_watershed": "With the watershed (val_watershed.tif)",
+        "val": "Held-out slices", "val_ridges": "On the ridges (val_ridges.tif)",
+        "val_watershed": "With the watershed (val_watershed.tif)",
         "val_agglomerated": "With the learned merging (val_agglomerated.tif)",
     }
     for key, title in titles.items():
         scores = metrics.get(key)
         if not scores:
             continue
-        lines.append(
+        line = (
             f"{title} {metrics['val_slices']}: V_rand {scores['v_rand']:.4f} "
             f"(threshold {scores['v_rand_threshold']:.1f}), V_info {scores['v_info']:.4f} "
-            f"(threshold {scores['v_info_threshold']:.1f}), pixel error "
-            f"{scores['pixel_error']:.4f}, Dice {scores['dice']:.4f}, IoU {scores['iou']:.4f}"
+            f"(threshold {scores['v_info_threshold']:.1f})"
         )
+        if key == "val":  # the others draw one-pixel lines: their pixel scores mean little
+            line += (f", pixel error {scores['pixel_error']:.4f}, Dice {scores['dice']:.4f}, "
+                     f"IoU {scores['iou']:.4f}")
+        lines.append(line)
         if "v_rand_per_slice" in scores:  # absent from an older release's metrics.json
             per_slice = zip(
                 metrics["val_slices"], scores["v_rand_per_slice"], scores["v_info_per_slice"]
