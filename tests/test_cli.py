@@ -12,7 +12,7 @@ import tifffile
 from unet_keras import build_unet
 from unet_keras.cli import main, make_parser
 from unet_keras.evaluate import score_isbi
-from unet_keras.postprocess import watershed_membranes
+from unet_keras.postprocess import ridge_membranes, watershed_membranes
 
 
 def test_help_lists_every_command():
@@ -127,6 +127,38 @@ def test_watershed_option_of_predict_and_evaluate(tmp_path, tiny_model, capsys, 
                      "--labels", str(tmp_path / "labels.tif"), *extra]) == 0
         scores.append(json.loads(capsys.readouterr().out)["v_info"])
     assert scores[0] < 1.0 and scores[1] == pytest.approx(1.0)
+
+
+def test_ridges_option_of_predict_and_evaluate(tmp_path, tiny_model, capsys):
+    """--ridges redraws the plain map's boundaries on their crests; the
+    watershed's lines are drawn over the ridges unless --no-ridges."""
+    images = _write_pngs(tmp_path / "images", np.zeros((2, 48, 40), np.uint8))
+    outputs = {name: tmp_path / f"{name}.tif" for name in ("raw", "ridges", "flat_closed")}
+    extras = {"raw": [], "ridges": ["--ridges"], "flat_closed": ["--watershed", "--no-ridges"]}
+    for name, out in outputs.items():
+        assert main(["predict", "--model", str(tiny_model), "--input", str(images),
+                     "--output", str(out), "--no-tta", *extras[name]]) == 0
+    raw = tifffile.imread(outputs["raw"])
+    np.testing.assert_array_equal(tifffile.imread(outputs["ridges"]), ridge_membranes(raw))
+    np.testing.assert_array_equal(
+        tifffile.imread(outputs["flat_closed"]), watershed_membranes(raw, ridges=False)
+    )
+
+    # Two cells, the map's band lopsided into the right one (tests/test_postprocess.py).
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 31:33] = 1
+    prob = np.full((64, 64), 0.02, np.float32)
+    prob[:, 31:33] = 0.97
+    prob[:, 33:38] = [0.95, 0.93, 0.91, 0.6, 0.4]
+    tifffile.imwrite(tmp_path / "lopsided.tif", prob[None])
+    tifffile.imwrite(tmp_path / "labels.tif", (255 - 255 * mask)[None].astype(np.uint8))
+    scores = []
+    for extra in ([], ["--ridges"]):
+        capsys.readouterr()
+        assert main(["evaluate", "--prediction", str(tmp_path / "lopsided.tif"),
+                     "--labels", str(tmp_path / "labels.tif"), *extra]) == 0
+        scores.append(json.loads(capsys.readouterr().out)["v_info"])
+    assert scores[0] < 0.99 and scores[1] == pytest.approx(1.0)
 
 
 def test_watershed_parameters_reach_the_watershed(tmp_path, capsys, gap_and_specks):

@@ -9,14 +9,14 @@ from pathlib import Path
 
 from unet_keras.datasets import DownloadError
 from unet_keras.io import membrane_mask_from_labels, read_stack, to_unit_range, write_stack
-from unet_keras.postprocess import _check_parameters, watershed_membranes
+from unet_keras.postprocess import _check_parameters, ridge_membranes, watershed_membranes
 
 # The options --marker-threshold, ... and their defaults, read from the function
 # so that the help text cannot drift from the code.
 _WATERSHED_DEFAULTS = {
     name: parameter.default
     for name, parameter in inspect.signature(watershed_membranes).parameters.items()
-    if name != "membrane_prob"
+    if name not in ("membrane_prob", "ridges")
 }
 
 
@@ -78,6 +78,11 @@ def _either(names):
 def _add_watershed_arguments(parser, help):
     """`--watershed` and its parameters, with `watershed_membranes`'s defaults."""
     parser.add_argument("--watershed", action="store_true", help=help)
+    parser.add_argument(
+        "--ridges", action=argparse.BooleanOptionalAction, default=None,
+        help="redraw each boundary one pixel wide on its probability ridge (the default "
+             "under the lines of --watershed and --merge-classifier; off otherwise)",
+    )
     group = parser.add_argument_group("watershed parameters (with --watershed)")
     helps = {
         "marker_threshold": ("P", "seeds: membrane probability below this"),
@@ -104,6 +109,17 @@ def _watershed_options(args):
         )
     _check_parameters(**{**_WATERSHED_DEFAULTS, **given})
     return given
+
+
+def _close_gaps(membrane, args, watershed_options):
+    """The map after --watershed and --ridges; the learned merging is the caller's."""
+    if args.watershed:
+        return watershed_membranes(
+            membrane, ridges=args.ridges is not False, **watershed_options
+        )
+    if args.ridges and not getattr(args, "merge_classifier", None):
+        return ridge_membranes(membrane)
+    return membrane
 
 
 def _download(args):
@@ -141,12 +157,13 @@ def _predict(args):
     membrane = predict_tiled(
         model, images, tile=args.tile, batch_size=args.batch_size, tta=args.tta
     )[..., 0]
-    if args.watershed:
-        membrane = watershed_membranes(membrane, **watershed_options)
+    membrane = _close_gaps(membrane, args, watershed_options)
     if classifier is not None:
         from unet_keras.agglomeration import agglomerate_membranes
 
-        membrane = agglomerate_membranes(membrane, images, classifier)
+        membrane = agglomerate_membranes(
+            membrane, images, classifier, ridges=args.ridges is not False
+        )
     # The challenge expects the probability of cell interior, 1 - membrane.
     written = write_stack(args.output, 1.0 - membrane if args.isbi_submission else membrane)
     print(f"Wrote {written} ({len(membrane)} slices, "
@@ -224,8 +241,7 @@ def _evaluate(args):
     prob = read_stack(args.prediction).astype("float32")
     if args.isbi_submission:
         prob = 1.0 - prob
-    if args.watershed:
-        prob = watershed_membranes(prob, **watershed_options)
+    prob = _close_gaps(prob, args, watershed_options)
     labels = _select_slices(read_stack(args.labels), args.label_slices, len(prob))
     mask = membrane_mask_from_labels(labels, source=str(args.labels))
     scores = score_isbi(prob, mask)
