@@ -48,6 +48,20 @@ def gap_and_specks():
 
 
 @pytest.fixture
+def lopsided_membrane():
+    """Two cells split by a true membrane (columns 31-32) that the map draws
+    with its crest on it and a shoulder fading into the right cell: at every
+    threshold the band reaches further right, so the scoring's thinning puts
+    its line on the right cell's interior."""
+    mask = np.zeros((64, 64), np.uint8)
+    mask[:, 31:33] = 1
+    prob = np.full((64, 64), 0.02, np.float32)
+    prob[:, 31:33] = 0.97
+    prob[:, 33:38] = [0.95, 0.93, 0.91, 0.6, 0.4]
+    return prob, mask
+
+
+@pytest.fixture
 def functions_run_eagerly():
     """TensorFlow runs Keras's training and prediction functions eagerly, for
     tests of what a run does around its steps (stopping, resuming), not of the

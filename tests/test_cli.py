@@ -118,18 +118,27 @@ def test_watershed_option_of_predict_and_evaluate(tmp_path, tiny_model, capsys, 
     # A faint gap in a membrane and specks inside the cells: no threshold is
     # right, the watershed is (see tests/test_postprocess.py).
     prob, mask = gap_and_specks
-    tifffile.imwrite(tmp_path / "gap.tif", np.stack([prob, prob]))
-    tifffile.imwrite(tmp_path / "labels.tif", np.stack([255 - 255 * mask] * 2).astype(np.uint8))
-    scores = []
-    for extra in ([], ["--watershed"]):
-        capsys.readouterr()
-        assert main(["evaluate", "--prediction", str(tmp_path / "gap.tif"),
-                     "--labels", str(tmp_path / "labels.tif"), *extra]) == 0
-        scores.append(json.loads(capsys.readouterr().out)["v_info"])
+    scores = _evaluated_v_info(tmp_path, capsys, np.stack([prob, prob]), np.stack([mask] * 2),
+                               [[], ["--watershed"]])
     assert scores[0] < 1.0 and scores[1] == pytest.approx(1.0)
 
 
-def test_ridges_option_of_predict_and_evaluate(tmp_path, tiny_model, capsys):
+def _evaluated_v_info(tmp_path, capsys, prob, mask, option_lists):
+    """V_info that `evaluate` prints for maps `prob` against membrane masks
+    `mask`, both (N, H, W), once with each list of extra options."""
+    tifffile.imwrite(tmp_path / "prob.tif", prob)
+    tifffile.imwrite(tmp_path / "labels.tif", (255 - 255 * mask).astype(np.uint8))
+    scores = []
+    for extra in option_lists:
+        capsys.readouterr()
+        assert main(["evaluate", "--prediction", str(tmp_path / "prob.tif"),
+                     "--labels", str(tmp_path / "labels.tif"), *extra]) == 0
+        scores.append(json.loads(capsys.readouterr().out)["v_info"])
+    return scores
+
+
+def test_ridges_option_of_predict_and_evaluate(tmp_path, tiny_model, capsys,
+                                                 lopsided_membrane):
     """--ridges redraws the plain map's boundaries on their crests; the
     watershed's lines are drawn over the ridges unless --no-ridges."""
     images = _write_pngs(tmp_path / "images", np.zeros((2, 48, 40), np.uint8))
@@ -145,19 +154,8 @@ def test_ridges_option_of_predict_and_evaluate(tmp_path, tiny_model, capsys):
     )
 
     # Two cells, the map's band lopsided into the right one (tests/test_postprocess.py).
-    mask = np.zeros((64, 64), np.uint8)
-    mask[:, 31:33] = 1
-    prob = np.full((64, 64), 0.02, np.float32)
-    prob[:, 31:33] = 0.97
-    prob[:, 33:38] = [0.95, 0.93, 0.91, 0.6, 0.4]
-    tifffile.imwrite(tmp_path / "lopsided.tif", prob[None])
-    tifffile.imwrite(tmp_path / "labels.tif", (255 - 255 * mask)[None].astype(np.uint8))
-    scores = []
-    for extra in ([], ["--ridges"]):
-        capsys.readouterr()
-        assert main(["evaluate", "--prediction", str(tmp_path / "lopsided.tif"),
-                     "--labels", str(tmp_path / "labels.tif"), *extra]) == 0
-        scores.append(json.loads(capsys.readouterr().out)["v_info"])
+    prob, mask = lopsided_membrane
+    scores = _evaluated_v_info(tmp_path, capsys, prob[None], mask[None], [[], ["--ridges"]])
     assert scores[0] < 0.99 and scores[1] == pytest.approx(1.0)
 
 

@@ -167,21 +167,8 @@ def test_faint_bands_across_real_cells_are_merged(isbi_data):
     np.testing.assert_array_equal(merged_map == 1.0, (labels == 0) | (prob == 1.0))
 
 
-def _lopsided_membrane():
-    """Two cells split by a true membrane (columns 31-32) that the map draws
-    with its crest on it and a shoulder fading into the right cell: at every
-    threshold the band reaches further right, so the scoring's thinning puts
-    its line on the right cell's interior."""
-    mask = np.zeros((64, 64), np.uint8)
-    mask[:, 31:33] = 1
-    prob = np.full((64, 64), 0.02, np.float32)
-    prob[:, 31:33] = 0.97
-    prob[:, 33:38] = [0.95, 0.93, 0.91, 0.6, 0.4]
-    return prob, mask
-
-
-def test_ridges_move_a_lopsided_band_onto_the_membrane():
-    prob, mask = _lopsided_membrane()
+def test_ridges_move_a_lopsided_band_onto_the_membrane(lopsided_membrane):
+    prob, mask = lopsided_membrane
     raw = score_isbi(prob, mask)
     assert raw["v_info"] < 0.99  # a line of singletons at every threshold
     ridged = ridge_membranes(prob)
@@ -222,8 +209,8 @@ def test_ridges_put_real_lopsided_membranes_back_on_them(isbi_data):
         assert 1 - ridged[key] < (1 - raw[key]) / 3, key
 
 
-def test_ridge_shapes_and_bad_input():
-    prob, _ = _lopsided_membrane()
+def test_ridge_shapes_and_bad_input(lopsided_membrane):
+    prob, _ = lopsided_membrane
     stack = np.stack([prob, np.full_like(prob, 0.5)])[..., None]
     ridged = ridge_membranes(stack)
     assert ridged.shape == (2, 64, 64, 1)
