@@ -34,7 +34,7 @@ from unet_keras.evaluate import (
     _validate,
     as_membrane_slices,
 )
-from unet_keras.postprocess import _markers, _merge_seeds, draw_lines
+from unet_keras.postprocess import _markers, _merge_seeds, draw_lines, ridge_membranes
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
 FEATURE_NAMES = (
@@ -329,4 +329,4 @@ def agglomerate_membranes(membrane_prob, images, classifier, threshold=0.4, ridg
         float32 membrane probabilities of the same shape as `membrane_prob`.
     """
     labels = agglomerate_cells(membrane_prob, images, classifier, threshold)
-    return draw_lines(labels, membrane_prob, ridges)
+    return draw_lines(labels, ridge_membranes(membrane_prob) if ridges else membrane_prob)

@@ -171,25 +171,22 @@ def ridge_membranes(membrane_prob, min_depth=RIDGE_MIN_DEPTH):
     return _ridges(prob, min_depth).reshape(np.shape(membrane_prob))
 
 
-def draw_lines(labels, membrane_prob, ridges=True):
-    """A membrane map with the boundary lines of `labels` set to 1.
+def draw_lines(labels, membrane_map):
+    """`membrane_map` with the boundary lines of `labels` set to 1.
 
     Args:
         labels: Labels of cells, 0 on the lines between them, the shape of
-            `membrane_prob` without a channel axis.
-        membrane_prob: The membrane probabilities the cells were found in.
-        ridges: Draw the lines over `ridge_membranes(membrane_prob)` rather
-            than over the map itself, so that the thresholds above 0 add the
-            map's boundaries as ridges, not bands.
+            `membrane_map` without a channel axis.
+        membrane_map: Membrane probabilities in [0, 1] to draw the lines over:
+            the map the cells were found in, or its `ridge_membranes`.
 
     Returns:
-        float32 membrane probabilities of the same shape as `membrane_prob`:
+        float32 membrane probabilities of the same shape as `membrane_map`:
         threshold 0.0 of the result is exactly the segmentation `labels`.
     """
-    prob = as_membrane_slices(membrane_prob, np.float32)
-    under = _ridges(prob, RIDGE_MIN_DEPTH) if ridges else prob
-    closed = np.where(np.reshape(labels, prob.shape) == 0, 1.0, under)
-    return closed.astype(np.float32).reshape(np.shape(membrane_prob))
+    under = as_membrane_slices(membrane_map, np.float32)
+    closed = np.where(np.reshape(labels, under.shape) == 0, 1.0, under)
+    return closed.astype(np.float32).reshape(np.shape(membrane_map))
 
 
 def watershed_cells(
@@ -255,4 +252,4 @@ def watershed_membranes(
     _check_parameters(marker_threshold, min_marker_size, merge_threshold)
     prob = as_membrane_slices(membrane_prob, np.float32)
     labels = _watershed(prob, marker_threshold, min_marker_size, merge_threshold)
-    return draw_lines(labels, membrane_prob, ridges)
+    return draw_lines(labels, ridge_membranes(membrane_prob) if ridges else membrane_prob)

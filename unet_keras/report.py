@@ -10,11 +10,11 @@ import time
 import numpy as np
 import tifffile
 
-from unet_keras.agglomeration import MergeClassifier, NothingToLearn, agglomerate_membranes
+from unet_keras.agglomeration import MergeClassifier, NothingToLearn, agglomerate_cells
 from unet_keras.evaluate import score_isbi
 from unet_keras.inference import predict_tiled
 from unet_keras.plots import save_overlays
-from unet_keras.postprocess import ridge_membranes, watershed_membranes
+from unet_keras.postprocess import draw_lines, ridge_membranes, watershed_cells
 
 
 def predict_slices(model, images, config):
@@ -76,10 +76,10 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
     val_prob = predict_slices(model, images, config)
     tifffile.imwrite(predictions / "val.tif", val_prob.astype("float32"))
     metrics["val"] = score_isbi(val_prob, masks)
-    val_ridges = ridge_membranes(val_prob)
+    val_ridges = ridge_membranes(val_prob)  # drawn under the watershed's and merging's lines
     tifffile.imwrite(predictions / "val_ridges.tif", val_ridges)
     metrics["val_ridges"] = score_isbi(val_ridges, masks)
-    val_closed = watershed_membranes(val_prob)
+    val_closed = draw_lines(watershed_cells(val_prob), val_ridges)
     tifffile.imwrite(predictions / "val_watershed.tif", val_closed)
     metrics["val_watershed"] = score_isbi(val_closed, masks)
     if config.overlays:
@@ -89,8 +89,10 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
         )
     test_prob = predict_slices(model, test_images, config)
     tifffile.imwrite(predictions / "test.tif", test_prob.astype("float32"))
-    tifffile.imwrite(predictions / "test_ridges.tif", ridge_membranes(test_prob))
-    tifffile.imwrite(predictions / "test_watershed.tif", watershed_membranes(test_prob))
+    test_ridges = ridge_membranes(test_prob)
+    tifffile.imwrite(predictions / "test_ridges.tif", test_ridges)
+    tifffile.imwrite(predictions / "test_watershed.tif",
+                     draw_lines(watershed_cells(test_prob), test_ridges))
     classifier = None
     if config.learned_merging and training is not None:
         try:
@@ -98,12 +100,12 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
         except NothingToLearn as error:
             metrics["learned_merging"] = f"skipped: {error}"
     if classifier is not None:
-        val_merged = agglomerate_membranes(val_prob, images, classifier)
+        val_merged = draw_lines(agglomerate_cells(val_prob, images, classifier), val_ridges)
         tifffile.imwrite(predictions / "val_agglomerated.tif", val_merged)
         metrics["val_agglomerated"] = score_isbi(val_merged, masks)
         tifffile.imwrite(
             predictions / "test_agglomerated.tif",
-            agglomerate_membranes(test_prob, test_images, classifier),
+            draw_lines(agglomerate_cells(test_prob, test_images, classifier), test_ridges),
         )
     metrics["predict_seconds"] = round(time.perf_counter() - start, 1)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_to_builtin))
