@@ -216,6 +216,8 @@ def test_ridge_shapes_and_bad_input(lopsided_membrane):
     assert ridged.shape == (2, 64, 64, 1)
     np.testing.assert_array_equal(ridged[0, ..., 0], ridge_membranes(prob))
     np.testing.assert_array_equal(ridged[1], stack[1])  # no basin: nothing to move
+    bowl = (np.hypot(*np.mgrid[-1:1:64j, -1:1:64j]) / 1.5).astype(np.float32)
+    np.testing.assert_array_equal(ridge_membranes(bowl), bowl)  # one basin: no boundary
     every_minimum = ridge_membranes(prob, min_depth=0)
     np.testing.assert_array_equal(every_minimum, ridge_membranes(prob))  # two minima anyway
     for depth in (-0.1, 1.0):

@@ -128,7 +128,7 @@ def _ridges(prob, min_depth):
         if min_depth > 0:
             minima = h_minima(slice_prob.astype(np.float64), min_depth)
             markers, count = ndimage.label(minima, structure=np.ones((3, 3)))
-            if count == 0:  # no basin that deep: no boundary to move
+            if count < 2:  # no two basins that deep: no boundary between them to move
                 continue
         basins = watershed(slice_prob, markers, connectivity=1, watershed_line=True)
         lowest = ndimage.minimum(slice_prob, basins, np.arange(basins.max() + 1))
