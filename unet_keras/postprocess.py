@@ -146,7 +146,8 @@ def ridge_membranes(membrane_prob, min_depth=RIDGE_MIN_DEPTH):
     the result still opens a gap where the map's crest is faint and still
     keeps a cell where the map has interior, much as the same threshold of the
     map does, but its boundaries are the one-pixel crests rather than bands
-    that the scoring thins to their middle.
+    that the scoring thins to their middle. A slice with fewer than two
+    basins that deep has no such boundary and is returned as it is.
 
     Args:
         membrane_prob: Membrane probabilities in [0, 1], `(N, H, W)`,
