@@ -322,6 +322,10 @@ def test_merge_classifier_option_of_predict(tmp_path, misleading_isbi, capsys):
     expected = agglomerate_membranes(tifffile.imread(raw), seen[6:8], classifier)
     np.testing.assert_array_equal(tifffile.imread(merged), expected)
     assert (tifffile.imread(merged) == 1.0).sum() > (tifffile.imread(raw) == 1.0).sum()
+    assert main([*predict, "--output", str(merged), "--merge-classifier",
+                 str(tmp_path / "merge.json"), "--no-ridges"]) == 0
+    expected = agglomerate_membranes(tifffile.imread(raw), seen[6:8], classifier, ridges=False)
+    np.testing.assert_array_equal(tifffile.imread(merged), expected)
 
     capsys.readouterr()
     assert main([*predict, "--output", str(merged), "--watershed", "--merge-classifier",

@@ -112,14 +112,13 @@ def _watershed_options(args):
 
 
 def _close_gaps(membrane, args, watershed_options):
-    """The map after --watershed and --ridges; the learned merging is the caller's."""
+    """The map after --watershed and --ridges (the watershed draws over the ridges
+    unless --no-ridges)."""
     if args.watershed:
         return watershed_membranes(
             membrane, ridges=args.ridges is not False, **watershed_options
         )
-    if args.ridges and not getattr(args, "merge_classifier", None):
-        return ridge_membranes(membrane)
-    return membrane
+    return ridge_membranes(membrane) if args.ridges else membrane
 
 
 def _download(args):
@@ -157,13 +156,14 @@ def _predict(args):
     membrane = predict_tiled(
         model, images, tile=args.tile, batch_size=args.batch_size, tta=args.tta
     )[..., 0]
-    membrane = _close_gaps(membrane, args, watershed_options)
-    if classifier is not None:
+    if classifier is not None:  # refused above together with --watershed
         from unet_keras.agglomeration import agglomerate_membranes
 
         membrane = agglomerate_membranes(
             membrane, images, classifier, ridges=args.ridges is not False
         )
+    else:
+        membrane = _close_gaps(membrane, args, watershed_options)
     # The challenge expects the probability of cell interior, 1 - membrane.
     written = write_stack(args.output, 1.0 - membrane if args.isbi_submission else membrane)
     print(f"Wrote {written} ({len(membrane)} slices, "
