@@ -11,6 +11,7 @@ import tifffile
 from unet_keras.agglomeration import MergeClassifier, agglomerate_membranes
 from unet_keras.datasets import load_isbi2012
 from unet_keras.evaluate import score_isbi
+from unet_keras.postprocess import watershed_membranes
 from unet_keras.report import format_scores, predict_and_score, predict_slices
 from unet_keras.train import TrainConfig
 
@@ -92,6 +93,26 @@ def test_predict_and_score_fits_and_applies_the_learned_merging(misleading_isbi,
     )
     assert "val_agglomerated" not in metrics
     assert not (tmp_path / "off" / "merge_classifier.json").exists()
+
+
+def test_ridges_off_keeps_the_map_under_the_watershed(misleading_isbi, tmp_path):
+    _, masks, maps = misleading_isbi
+    held_out = maps[6:8, ..., None]
+    config = TrainConfig(tta=False, overlays=False, learned_merging=False, ridges=False)
+    metrics = predict_and_score(
+        _identity_model(), config, tmp_path, (held_out, masks[6:8]), maps[:2, ..., None],
+        {"val_slices": [6, 7]},
+    )
+    assert "val_ridges" not in metrics
+    assert sorted(p.name for p in (tmp_path / "predictions").iterdir()) == [
+        "test.tif", "test_watershed.tif", "val.tif", "val_watershed.tif"
+    ]
+    val = tifffile.imread(tmp_path / "predictions" / "val.tif")
+    closed = tifffile.imread(tmp_path / "predictions" / "val_watershed.tif")
+    np.testing.assert_array_equal(closed, watershed_membranes(val, ridges=False))
+    assert metrics["val_watershed"]["v_rand"] == pytest.approx(
+        score_isbi(closed, masks[6:8])["v_rand"]
+    )
 
 
 def test_learned_merging_is_skipped_when_there_is_nothing_to_learn(misleading_isbi, tmp_path):

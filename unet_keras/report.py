@@ -46,8 +46,8 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
 
     Writes `predictions/val.tif` and `predictions/test.tif` (float32 membrane
     probabilities, in slice order), both again with their boundaries redrawn
-    on the ridges (`*_ridges.tif`) and with the gaps closed
-    (`*_watershed.tif`), the overlays of the held-out slices if the config
+    on the ridges (`*_ridges.tif`, with `config.ridges`) and with the gaps
+    closed (`*_watershed.tif`), the overlays of the held-out slices if the config
     asks for them, and `metrics.json`. With `config.learned_merging` it also
     fits the learned merging on the network's maps of the training slices
     (`merge_classifier.json`) and writes both stacks merged by it
@@ -76,9 +76,11 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
     val_prob = predict_slices(model, images, config)
     tifffile.imwrite(predictions / "val.tif", val_prob.astype("float32"))
     metrics["val"] = score_isbi(val_prob, masks)
-    val_ridges = ridge_membranes(val_prob)  # drawn under the watershed's and merging's lines
-    tifffile.imwrite(predictions / "val_ridges.tif", val_ridges)
-    metrics["val_ridges"] = score_isbi(val_ridges, masks)
+    val_ridges = val_prob  # what the watershed's and the merging's lines are drawn over
+    if config.ridges:
+        val_ridges = ridge_membranes(val_prob)
+        tifffile.imwrite(predictions / "val_ridges.tif", val_ridges)
+        metrics["val_ridges"] = score_isbi(val_ridges, masks)
     val_closed = draw_lines(watershed_cells(val_prob), val_ridges)
     tifffile.imwrite(predictions / "val_watershed.tif", val_closed)
     metrics["val_watershed"] = score_isbi(val_closed, masks)
@@ -89,8 +91,10 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
         )
     test_prob = predict_slices(model, test_images, config)
     tifffile.imwrite(predictions / "test.tif", test_prob.astype("float32"))
-    test_ridges = ridge_membranes(test_prob)
-    tifffile.imwrite(predictions / "test_ridges.tif", test_ridges)
+    test_ridges = test_prob
+    if config.ridges:
+        test_ridges = ridge_membranes(test_prob)
+        tifffile.imwrite(predictions / "test_ridges.tif", test_ridges)
     tifffile.imwrite(predictions / "test_watershed.tif",
                      draw_lines(watershed_cells(test_prob), test_ridges))
     classifier = None
