@@ -23,7 +23,8 @@ def tiny_config(tmp_path, data_dir, **overrides):
         name="tiny", runs_dir=str(tmp_path / "runs"), data_dir=str(data_dir),
         filters=4, depth=2, tile_size=64, batch_size=2, epochs=2, steps_per_epoch=3,
         val_slices=(28, 29), tta=False, learning_rate=1e-3, malis_steps=2,
-        ridges=False,  # 0.3 s a slice; test_short_run_writes_every_file draws them
+        # Seconds a run that only test_short_run_writes_every_file needs to spend.
+        ridges=False, learned_merging=False,
     )
     return TrainConfig(**{**values, **overrides})
 
@@ -65,7 +66,7 @@ class EpochRecorder(keras.callbacks.Callback):
 def test_short_run_writes_every_file(tmp_path, isbi_data, capsys):
     """... and, started again (`make train` twice), trains nothing and returns its
     scores; another configuration in its folder is refused."""
-    config = tiny_config(tmp_path, isbi_data, ridges=True)
+    config = tiny_config(tmp_path, isbi_data, ridges=True, learned_merging=True)
     metrics = train(config, verbose=0)
     run = config.run_dir
     for name in ("config.json", "history.csv", "model.keras", "model_fit.keras", "curves.png",
