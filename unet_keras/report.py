@@ -76,12 +76,12 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
     val_prob = predict_slices(model, images, config)
     tifffile.imwrite(predictions / "val.tif", val_prob.astype("float32"))
     metrics["val"] = score_isbi(val_prob, masks)
-    val_ridges = val_prob  # what the watershed's and the merging's lines are drawn over
+    val_under = val_prob  # what the watershed's and the merging's lines are drawn over
     if config.ridges:
-        val_ridges = ridge_membranes(val_prob)
-        tifffile.imwrite(predictions / "val_ridges.tif", val_ridges)
-        metrics["val_ridges"] = score_isbi(val_ridges, masks)
-    val_closed = draw_lines(watershed_cells(val_prob), val_ridges)
+        val_under = ridge_membranes(val_prob)
+        tifffile.imwrite(predictions / "val_ridges.tif", val_under)
+        metrics["val_ridges"] = score_isbi(val_under, masks)
+    val_closed = draw_lines(watershed_cells(val_prob), val_under)
     tifffile.imwrite(predictions / "val_watershed.tif", val_closed)
     metrics["val_watershed"] = score_isbi(val_closed, masks)
     if config.overlays:
@@ -91,12 +91,12 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
         )
     test_prob = predict_slices(model, test_images, config)
     tifffile.imwrite(predictions / "test.tif", test_prob.astype("float32"))
-    test_ridges = test_prob
+    test_under = test_prob
     if config.ridges:
-        test_ridges = ridge_membranes(test_prob)
-        tifffile.imwrite(predictions / "test_ridges.tif", test_ridges)
+        test_under = ridge_membranes(test_prob)
+        tifffile.imwrite(predictions / "test_ridges.tif", test_under)
     tifffile.imwrite(predictions / "test_watershed.tif",
-                     draw_lines(watershed_cells(test_prob), test_ridges))
+                     draw_lines(watershed_cells(test_prob), test_under))
     classifier = None
     if config.learned_merging and training is not None:
         try:
@@ -104,12 +104,12 @@ def predict_and_score(model, config, run_dir, held_out, test_images, metrics, tr
         except NothingToLearn as error:
             metrics["learned_merging"] = f"skipped: {error}"
     if classifier is not None:
-        val_merged = draw_lines(agglomerate_cells(val_prob, images, classifier), val_ridges)
+        val_merged = draw_lines(agglomerate_cells(val_prob, images, classifier), val_under)
         tifffile.imwrite(predictions / "val_agglomerated.tif", val_merged)
         metrics["val_agglomerated"] = score_isbi(val_merged, masks)
         tifffile.imwrite(
             predictions / "test_agglomerated.tif",
-            draw_lines(agglomerate_cells(test_prob, test_images, classifier), test_ridges),
+            draw_lines(agglomerate_cells(test_prob, test_images, classifier), test_under),
         )
     metrics["predict_seconds"] = round(time.perf_counter() - start, 1)
     (run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_to_builtin))
