@@ -10,7 +10,7 @@ and the Python API, and `train`, which writes a complete run folder.
         metrics.json           ISBI scores of the held-out slices, timings, device
         predictions/val.tif    float32 membrane probabilities, held-out slices
         predictions/test.tif   the same for the 30 test slices
-        predictions/*_ridges.tif  both with the boundaries on their ridges (postprocess.py)
+        predictions/*_ridges.tif  both with the boundaries on their ridges (`ridges`)
         predictions/*_watershed.tif  both with the gaps closed (postprocess.py)
         predictions/*_agglomerated.tif  both merged by the learned merging
         merge_classifier.json  that merging, fitted on the training slices (agglomeration.py)
