@@ -3,21 +3,13 @@ bottom in fast mode with the real package and the ISBI 2012 mirror (slow)."""
 
 import ast
 import json
-import os
 import re
-import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from unet_keras.notebook_runner import (
-    NotebookError,
-    execute_notebook,
-    find_notebooks,
-    kernel_env,
-    main,
-)
+from unet_keras.notebook_runner import execute_notebook, find_notebooks
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS_DIR = REPO / "notebooks"
@@ -105,60 +97,6 @@ def test_committed_notebooks_are_clean_json():
         for cell in raw["cells"]:
             assert "outputs" not in cell or cell["outputs"] == []
             assert cell.get("execution_count") is None
-
-
-# ---------------------------------------------------------------------------
-# The runner
-# ---------------------------------------------------------------------------
-def test_find_notebooks_filters_by_name(tmp_path):
-    assert [p.stem for p in find_notebooks(NOTEBOOKS_DIR, ["03"])] == ["03_train"]
-    assert [p.stem for p in find_notebooks(NOTEBOOKS_DIR, ["01_data.ipynb", "05"])] == [
-        "01_data", "05_unet_family",
-    ]
-    with pytest.raises(FileNotFoundError, match="No notebook matches"):
-        find_notebooks(NOTEBOOKS_DIR, ["99"])
-    with pytest.raises(FileNotFoundError, match="No notebooks"):
-        find_notebooks(tmp_path)
-
-
-def test_kernel_env_sets_the_notebook_variables(tmp_path):
-    env = kernel_env(fast=True, data_dir=tmp_path / "d", runs_dir=tmp_path / "r",
-                     env={"PYTHONPATH": "/elsewhere"})
-    assert env["UNET_KERAS_FAST"] == "1"
-    assert env["UNET_KERAS_DATA_DIR"] == str((tmp_path / "d").resolve())
-    assert env["UNET_KERAS_RUNS_DIR"] == str((tmp_path / "r").resolve())
-    assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO), "/elsewhere"]
-    assert "UNET_KERAS_FAST" not in kernel_env(env={})
-
-
-def _tiny_notebook(path, source):
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    nb.cells = [nbformat.v4.new_code_cell(source)]
-    nbformat.write(nb, path)
-    return path
-
-
-@pytest.mark.slow
-def test_runner_uses_this_interpreter_and_reports_failures(tmp_path):
-    good = _tiny_notebook(
-        tmp_path / "01_good.ipynb",
-        "import os, sys\nimport unet_keras\n"
-        "print(sys.executable, os.getcwd(), os.environ['UNET_KERAS_FAST'], unet_keras.__file__)",
-    )
-    execute_notebook(good, tmp_path / "out" / good.name, fast=True, timeout=120)
-    printed = _read(tmp_path / "out" / good.name).cells[0].outputs[0]["text"].split()
-    assert printed[:3] == [sys.executable, str(tmp_path), "1"]
-    assert printed[3].startswith(str(REPO / "unet_keras"))
-
-    bad = _tiny_notebook(tmp_path / "02_bad.ipynb", "raise RuntimeError('broken on purpose')")
-    with pytest.raises(NotebookError, match="02_bad.ipynb failed .* broken on purpose"):
-        execute_notebook(bad, tmp_path / "out" / bad.name, timeout=120)
-    saved = _read(tmp_path / "out" / bad.name)
-    assert saved.cells[0].outputs[0]["output_type"] == "error"  # written despite the error
-    assert main([str(tmp_path), str(tmp_path / "out2"), "--fast", "--only", "02"]) == 1
-    assert main([str(tmp_path), str(tmp_path / "out3"), "--fast", "--only", "01"]) == 0
 
 
 # ---------------------------------------------------------------------------

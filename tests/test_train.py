@@ -2,7 +2,6 @@
 folder, and an interrupted run resumes from its backup."""
 
 import dataclasses
-import inspect
 import json
 
 import keras
@@ -11,7 +10,6 @@ import pytest
 import tifffile
 
 from unet_keras.backend_utils import DeviceInfo
-from unet_keras.malis import fine_tune_merges
 from unet_keras.plots import read_history
 from unet_keras.train import TrainConfig, _callbacks, build_model, format_scores, train
 
@@ -426,92 +424,9 @@ def test_train_refuses_a_fallback_with_another_run_folder(tmp_path):
     assert not any(tmp_path.iterdir())  # refused before anything was written
 
 
-@pytest.mark.parametrize(
-    "kind, bfloat16_cpu, filters, precision",
-    [("GPU", False, 32, "auto"), ("CPU", True, 32, "mixed_bfloat16"), ("CPU", False, 16, "auto")],
-)
-def test_auto_picks_the_preset_for_the_machine(monkeypatch, kind, bfloat16_cpu, filters, precision):
-    device = DeviceInfo("tensorflow", kind, "x", bf16=False)
-    monkeypatch.setattr("unet_keras.config.detect_device", lambda: device)
-    monkeypatch.setattr("unet_keras.config.computes_bfloat16_on_cpu", lambda d: bfloat16_cpu)
-    config = TrainConfig.auto(seed=3)
-    assert (config.filters, config.mixed_precision, config.seed) == (filters, precision, 3)
-    assert config.tile_size == (384 if kind == "GPU" else 256)
-
-
-def test_presets_by_name():
-    assert TrainConfig.from_preset("cpu", seed=2) == TrainConfig(seed=2)
-    assert TrainConfig.from_preset("cpu-bf16") == TrainConfig.for_bfloat16_cpu()
-    assert TrainConfig.from_preset("cpu-bf16-24") == TrainConfig.for_slower_bfloat16_cpu()
-    assert TrainConfig.from_preset("gpu") == TrainConfig.for_gpu()
-    with pytest.raises(ValueError, match="'auto' or one of"):
-        TrainConfig.from_preset("tpu")
-
-
-def test_bfloat16_cpu_preset_is_wider_and_longer_with_the_same_fine_tuning():
-    base, wide = TrainConfig(), TrainConfig.for_bfloat16_cpu(epochs=2)
-    assert (wide.filters, wide.epochs, wide.mixed_precision) == (32, 2, "mixed_bfloat16")
-    assert base.malis_weight == wide.malis_weight == 2.0  # chosen for each network
-    # The library function fine-tunes as `train` does unless told otherwise.
-    defaults = inspect.signature(fine_tune_merges).parameters
-    assert defaults["weight"].default == base.malis_weight
-    assert defaults["learning_rate"].default == base.malis_learning_rate == 2e-4
-    assert base.malis_steps == wide.malis_steps == 150
-    assert wide.steps_per_epoch == base.steps_per_epoch and wide.tile_size == base.tile_size
-
-
 def test_residual_option_reaches_the_network():
     plain = build_model(TrainConfig(filters=4, depth=2))
     residual = build_model(TrainConfig(filters=4, depth=2, residual=True))
     assert not any("shortcut" in layer.name for layer in plain.layers)
     assert sum(layer.name.endswith("_shortcut_conv") for layer in residual.layers) == 5
     assert json.loads(TrainConfig(residual=True).to_json())["residual"] is True
-
-
-def test_slower_bfloat16_cpu_preset_sits_between_the_two():
-    base, wide = TrainConfig(), TrainConfig.for_bfloat16_cpu()
-    middle = TrainConfig.for_slower_bfloat16_cpu()
-    assert (middle.filters, middle.epochs, middle.mixed_precision) == (24, 15, "mixed_bfloat16")
-    assert base.filters < middle.filters < wide.filters and middle.malis_weight == 2.0
-    steps = [c.epochs * c.steps_per_epoch for c in (base, middle, wide)]
-    assert steps == [500, 750, 1000]
-    assert TrainConfig.for_slower_bfloat16_cpu(filters=20, epochs=2).filters == 20  # overridable
-
-
-def test_machine_presets_list_the_fallbacks_largest_first(monkeypatch):
-    cpu = DeviceInfo("tensorflow", "CPU", "x", bf16=False)
-    monkeypatch.setattr("unet_keras.config.detect_device", lambda: cpu)
-    monkeypatch.setattr("unet_keras.config.computes_bfloat16_on_cpu", lambda d: True)
-    assert TrainConfig.machine_presets() == ("cpu-bf16", "cpu-bf16-24", "cpu")
-    filters = [TrainConfig.from_preset(p).filters for p in TrainConfig.machine_presets()]
-    assert filters == sorted(filters, reverse=True)
-    monkeypatch.setattr("unet_keras.config.computes_bfloat16_on_cpu", lambda d: False)
-    assert TrainConfig.machine_presets() == ("cpu",)
-
-
-def test_config_validation():
-    with pytest.raises(ValueError, match="momentum"):
-        TrainConfig(ema=1.0)
-    with pytest.raises(ValueError, match="workers"):
-        TrainConfig(workers=0)
-    with pytest.raises(ValueError, match="held-out slice"):
-        TrainConfig(val_slices=())
-    with pytest.raises(ValueError, match="loss"):
-        TrainConfig(loss="focal")
-    with pytest.raises(ValueError, match="divisible by 2\\*\\*depth"):
-        TrainConfig(tile_size=100)
-    with pytest.raises(ValueError, match="nearest sizes"):
-        TrainConfig(padding="valid", tile_size=250)
-    with pytest.raises(ValueError, match="architecture"):
-        TrainConfig(architecture="resunet")
-    with pytest.raises(ValueError, match="padding='valid'.*architecture='unet'"):
-        TrainConfig(architecture="unet++", padding="valid", tile_size=252)
-    with pytest.raises(ValueError, match="dropout"):
-        TrainConfig(architecture="unet3+", dropout=0.2)
-    with pytest.raises(ValueError, match="residual=True.*architecture='unet'"):
-        TrainConfig(architecture="unet++", residual=True)
-    with pytest.raises(ValueError, match="malis_weight"):
-        TrainConfig(malis_weight=-1)
-    with pytest.raises(ValueError, match="upsampling='bilinear'"):
-        TrainConfig(architecture="unet3+", upsampling="bilinear")
-    TrainConfig(architecture="unet++", upsampling="bilinear")  # U-Net++ has both

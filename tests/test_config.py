@@ -1,0 +1,126 @@
+"""TrainConfig: the presets, the machine's choice among them, validation and config.json."""
+
+import dataclasses
+import inspect
+import json
+from pathlib import Path
+
+import pytest
+
+from unet_keras.backend_utils import DeviceInfo
+from unet_keras.config import TrainConfig
+from unet_keras.malis import fine_tune_merges
+
+
+@pytest.mark.parametrize(
+    "kind, bfloat16_cpu, filters, precision",
+    [("GPU", False, 32, "auto"), ("CPU", True, 32, "mixed_bfloat16"), ("CPU", False, 16, "auto")],
+)
+def test_auto_picks_the_preset_for_the_machine(monkeypatch, kind, bfloat16_cpu, filters, precision):
+    device = DeviceInfo("tensorflow", kind, "x", bf16=False)
+    monkeypatch.setattr("unet_keras.config.detect_device", lambda: device)
+    monkeypatch.setattr("unet_keras.config.computes_bfloat16_on_cpu", lambda d: bfloat16_cpu)
+    config = TrainConfig.auto(seed=3)
+    assert (config.filters, config.mixed_precision, config.seed) == (filters, precision, 3)
+    assert config.tile_size == (384 if kind == "GPU" else 256)
+
+
+def test_presets_by_name():
+    assert TrainConfig.from_preset("cpu", seed=2) == TrainConfig(seed=2)
+    assert TrainConfig.from_preset("cpu-bf16") == TrainConfig.for_bfloat16_cpu()
+    assert TrainConfig.from_preset("cpu-bf16-24") == TrainConfig.for_slower_bfloat16_cpu()
+    assert TrainConfig.from_preset("gpu") == TrainConfig.for_gpu()
+    with pytest.raises(ValueError, match="'auto' or one of"):
+        TrainConfig.from_preset("tpu")
+
+
+def test_bfloat16_cpu_preset_is_wider_and_longer_with_the_same_fine_tuning():
+    base, wide = TrainConfig(), TrainConfig.for_bfloat16_cpu(epochs=2)
+    assert (wide.filters, wide.epochs, wide.mixed_precision) == (32, 2, "mixed_bfloat16")
+    assert base.malis_weight == wide.malis_weight == 2.0  # chosen for each network
+    # The library function fine-tunes as `train` does unless told otherwise.
+    defaults = inspect.signature(fine_tune_merges).parameters
+    assert defaults["weight"].default == base.malis_weight
+    assert defaults["learning_rate"].default == base.malis_learning_rate == 2e-4
+    assert base.malis_steps == wide.malis_steps == 150
+    assert wide.steps_per_epoch == base.steps_per_epoch and wide.tile_size == base.tile_size
+
+
+
+def test_slower_bfloat16_cpu_preset_sits_between_the_two():
+    base, wide = TrainConfig(), TrainConfig.for_bfloat16_cpu()
+    middle = TrainConfig.for_slower_bfloat16_cpu()
+    assert (middle.filters, middle.epochs, middle.mixed_precision) == (24, 15, "mixed_bfloat16")
+    assert base.filters < middle.filters < wide.filters and middle.malis_weight == 2.0
+    steps = [c.epochs * c.steps_per_epoch for c in (base, middle, wide)]
+    assert steps == [500, 750, 1000]
+    assert TrainConfig.for_slower_bfloat16_cpu(filters=20, epochs=2).filters == 20  # overridable
+
+
+def test_machine_presets_list_the_fallbacks_largest_first(monkeypatch):
+    cpu = DeviceInfo("tensorflow", "CPU", "x", bf16=False)
+    monkeypatch.setattr("unet_keras.config.detect_device", lambda: cpu)
+    monkeypatch.setattr("unet_keras.config.computes_bfloat16_on_cpu", lambda d: True)
+    assert TrainConfig.machine_presets() == ("cpu-bf16", "cpu-bf16-24", "cpu")
+    filters = [TrainConfig.from_preset(p).filters for p in TrainConfig.machine_presets()]
+    assert filters == sorted(filters, reverse=True)
+    monkeypatch.setattr("unet_keras.config.computes_bfloat16_on_cpu", lambda d: False)
+    assert TrainConfig.machine_presets() == ("cpu",)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="momentum"):
+        TrainConfig(ema=1.0)
+    with pytest.raises(ValueError, match="workers"):
+        TrainConfig(workers=0)
+    with pytest.raises(ValueError, match="held-out slice"):
+        TrainConfig(val_slices=())
+    with pytest.raises(ValueError, match="loss"):
+        TrainConfig(loss="focal")
+    with pytest.raises(ValueError, match="divisible by 2\\*\\*depth"):
+        TrainConfig(tile_size=100)
+    with pytest.raises(ValueError, match="nearest sizes"):
+        TrainConfig(padding="valid", tile_size=250)
+    with pytest.raises(ValueError, match="architecture"):
+        TrainConfig(architecture="resunet")
+    with pytest.raises(ValueError, match="padding='valid'.*architecture='unet'"):
+        TrainConfig(architecture="unet++", padding="valid", tile_size=252)
+    with pytest.raises(ValueError, match="dropout"):
+        TrainConfig(architecture="unet3+", dropout=0.2)
+    with pytest.raises(ValueError, match="residual=True.*architecture='unet'"):
+        TrainConfig(architecture="unet++", residual=True)
+    with pytest.raises(ValueError, match="malis_weight"):
+        TrainConfig(malis_weight=-1)
+    with pytest.raises(ValueError, match="upsampling='bilinear'"):
+        TrainConfig(architecture="unet3+", upsampling="bilinear")
+    TrainConfig(architecture="unet++", upsampling="bilinear")  # U-Net++ has both
+
+
+def test_config_json_round_trip_keeps_every_field():
+    changed = dict(
+        name="wide", runs_dir="elsewhere", data_url="file:///mirror/", architecture="unet++",
+        upsampling="bilinear", filters=24, loss="weighted_ce", ema=0.99, val_slices=(3, 7),
+        time_budget_minutes=12.5, mixed_precision="mixed_bfloat16", ridges=False,
+        learned_merging=False,
+    )
+    assert all(getattr(TrainConfig(), key) != value for key, value in changed.items())
+    config = TrainConfig(**changed)
+    saved = json.loads(config.to_json())
+    assert set(saved) == {field.name for field in dataclasses.fields(TrainConfig)}
+    assert saved["val_slices"] == [3, 7] and saved["data_url"] == "file:///mirror/"
+    read = TrainConfig.from_json(config.to_json())
+    assert read == config and read.val_slices == (3, 7)  # a tuple again, not JSON's list
+    assert TrainConfig.from_json(TrainConfig().to_json()) == TrainConfig()  # data_url None
+
+
+def test_config_json_of_an_earlier_version_reads_new_fields_as_their_defaults():
+    saved = json.loads(TrainConfig(filters=8, epochs=3).to_json())
+    del saved["ridges"]  # a run folder from before the ridge maps could be switched off
+    read = TrainConfig.from_json(json.dumps(saved))
+    assert read.ridges is True
+    assert read == TrainConfig(filters=8, epochs=3)
+
+
+def test_run_dir_is_the_name_in_runs_dir():
+    assert TrainConfig().run_dir == Path("runs") / "default"
+    assert TrainConfig(name="wide", runs_dir="/data/runs").run_dir == Path("/data/runs/wide")

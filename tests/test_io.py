@@ -1,0 +1,118 @@
+"""Reading image stacks (a folder of images, a TIFF stack), scaling them, and writing them."""
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+
+from unet_keras.io import (
+    list_images,
+    membrane_mask_from_labels,
+    read_image,
+    read_stack,
+    to_unit_range,
+    write_stack,
+)
+
+
+def _write_pngs(folder, values, shape=(8, 8)):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, value in enumerate(values):
+        cv2.imwrite(str(folder / f"{i}.png"), np.full(shape, value, np.uint8))
+    return folder
+
+
+def test_png_folder_is_read_in_slice_order(tmp_path):
+    folder = _write_pngs(tmp_path / "slices", range(12))
+    (folder / "notes.txt").write_text("not an image")
+    assert [p.name for p in list_images(folder)][:4] == ["0.png", "1.png", "2.png", "3.png"]
+    stack = read_stack(folder)
+    assert stack.shape == (12, 8, 8) and stack.dtype == np.uint8
+    np.testing.assert_array_equal(stack[:, 0, 0], np.arange(12))  # 2 before 10
+
+
+def test_tiff_stack_and_single_page_tiff(tmp_path, rng):
+    volume = rng.integers(0, 65536, (3, 8, 10), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "volume.tif", volume)
+    stack = read_stack(tmp_path / "volume.tif")
+    assert stack.dtype == np.uint16
+    np.testing.assert_array_equal(stack, volume)
+    tifffile.imwrite(tmp_path / "page.tiff", volume[0])
+    np.testing.assert_array_equal(read_stack(tmp_path / "page.tiff"), volume[:1])
+
+
+def test_gray_saved_as_colour_channels_is_read_and_real_colour_refused(tmp_path, rng):
+    gray = rng.integers(0, 256, (8, 10), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "bgr.png"), np.stack([gray] * 3, axis=-1))
+    cv2.imwrite(str(tmp_path / "bgra.png"), np.stack([gray] * 3 + [np.full_like(gray, 255)], -1))
+    np.testing.assert_array_equal(read_image(tmp_path / "bgr.png"), gray)
+    np.testing.assert_array_equal(read_image(tmp_path / "bgra.png"), gray)
+    tifffile.imwrite(tmp_path / "rgb.tif", np.stack([np.stack([gray] * 3, -1)] * 2))
+    np.testing.assert_array_equal(read_stack(tmp_path / "rgb.tif"), [gray, gray])
+
+    colour = np.stack([gray] * 3, axis=-1)
+    colour[0, 0, 2] = ~colour[0, 0, 2]  # one pixel's red differs
+    (tmp_path / "colour").mkdir()
+    cv2.imwrite(str(tmp_path / "colour" / "0.png"), colour)
+    with pytest.raises(ValueError, match=r"0\.png is a colour \(RGB\) image"):
+        read_stack(tmp_path / "colour")
+    tifffile.imwrite(tmp_path / "colour.tif", np.stack([np.stack([gray] * 3, -1), colour]))
+    with pytest.raises(ValueError, match=r"colour\.tif page 1 is a colour \(RGB\) image"):
+        read_stack(tmp_path / "colour.tif")
+
+
+def test_slices_of_different_sizes_are_refused(tmp_path):
+    folder = _write_pngs(tmp_path / "slices", [0, 0])
+    cv2.imwrite(str(folder / "2.png"), np.zeros((8, 9), np.uint8))
+    with pytest.raises(ValueError, match=r"different sizes: \[\(8, 8\), \(8, 9\)\]"):
+        read_stack(folder)
+
+
+def test_missing_path_or_folder_without_images(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere does not exist"):
+        read_stack(tmp_path / "nowhere")
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(FileNotFoundError, match="holds no image"):
+        read_stack(tmp_path)
+
+
+def test_unreadable_png_is_a_value_error(tmp_path):
+    (tmp_path / "0.png").write_bytes(b"not a PNG at all")
+    with pytest.raises(ValueError, match=r"OpenCV cannot read .*0\.png"):
+        read_image(tmp_path / "0.png")
+    with pytest.raises(ValueError, match="OpenCV cannot read"):
+        read_stack(tmp_path)
+
+
+def test_to_unit_range_scales_by_the_dtype():
+    bytes_ = to_unit_range(np.array([0, 51, 255], np.uint8))
+    assert bytes_.dtype == np.float32
+    np.testing.assert_allclose(bytes_, [0.0, 0.2, 1.0], rtol=1e-6)
+    np.testing.assert_allclose(to_unit_range(np.array([0, 65535], np.uint16)), [0.0, 1.0])
+    floats = to_unit_range(np.array([0.0, 0.25, 1.0]))
+    assert floats.dtype == np.float32
+    np.testing.assert_array_equal(floats, [0.0, 0.25, 1.0])  # already in range: kept
+    for outside in ([0.0, 1.5], [-0.1, 0.5], [0.0, 255.0]):
+        with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
+            to_unit_range(np.array(outside, np.float32))
+
+
+def test_membrane_mask_from_labels():
+    mask = membrane_mask_from_labels(np.array([[0, 255], [255, 0]], np.uint8))
+    assert mask.dtype == np.float32
+    np.testing.assert_array_equal(mask, [[1.0, 0.0], [0.0, 1.0]])  # 0 = membrane
+    with pytest.raises(ValueError, match=r"labels\.tif must be binary .* values 0, 128, 255\."):
+        membrane_mask_from_labels(np.array([0, 128, 255], np.uint8), source="labels.tif")
+    with pytest.raises(ValueError, match=r"values 0, 1, 2, 3, 4, 5, 6, 7, 8, 9 \.\.\."):
+        membrane_mask_from_labels(np.arange(20, dtype=np.uint8))
+
+
+def test_write_stack_round_trip(tmp_path, rng):
+    stack = rng.random((3, 8, 10))  # float64, written as float32
+    path = write_stack(tmp_path / "new" / "folder" / "prob.tif", stack)
+    assert path == tmp_path / "new" / "folder" / "prob.tif" and path.is_file()
+    read = read_stack(path)
+    assert read.dtype == np.float32
+    np.testing.assert_array_equal(read, stack.astype(np.float32))
+    one = write_stack(tmp_path / "one.tif", stack[:1])
+    assert read_stack(one).shape == (1, 8, 10)  # a single slice stays a stack

@@ -1,0 +1,145 @@
+"""The notebook runner: which notebooks it runs, the kernel's environment, its
+command line, and one tiny notebook executed in a real kernel (slow)."""
+
+import os
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from unet_keras import notebook_runner
+from unet_keras.notebook_runner import (
+    NotebookError,
+    execute_notebook,
+    find_notebooks,
+    kernel_env,
+    main,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOKS_DIR = REPO / "notebooks"
+
+
+def _read(path):
+    return nbformat.read(path, as_version=4)
+
+
+def test_find_notebooks_filters_by_name(tmp_path):
+    assert [p.stem for p in find_notebooks(NOTEBOOKS_DIR, ["03"])] == ["03_train"]
+    assert [p.stem for p in find_notebooks(NOTEBOOKS_DIR, ["01_data.ipynb", "05"])] == [
+        "01_data", "05_unet_family",
+    ]
+    with pytest.raises(FileNotFoundError, match="No notebook matches"):
+        find_notebooks(NOTEBOOKS_DIR, ["99"])
+    with pytest.raises(FileNotFoundError, match="No notebooks"):
+        find_notebooks(tmp_path)
+
+
+def test_kernel_env_sets_the_notebook_variables(tmp_path):
+    env = kernel_env(fast=True, data_dir=tmp_path / "d", runs_dir=tmp_path / "r",
+                     env={"PYTHONPATH": "/elsewhere"})
+    assert env["UNET_KERAS_FAST"] == "1"
+    assert env["UNET_KERAS_DATA_DIR"] == str((tmp_path / "d").resolve())
+    assert env["UNET_KERAS_RUNS_DIR"] == str((tmp_path / "r").resolve())
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO), "/elsewhere"]
+    assert "UNET_KERAS_FAST" not in kernel_env(env={})
+
+
+def _tiny_notebook(path, source):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
+                                 "language": "python"}
+    nb.cells = [nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.slow
+def test_runner_uses_this_interpreter_and_reports_failures(tmp_path):
+    good = _tiny_notebook(
+        tmp_path / "01_good.ipynb",
+        "import os, sys\nimport unet_keras\n"
+        "print(sys.executable, os.getcwd(), os.environ['UNET_KERAS_FAST'], unet_keras.__file__)",
+    )
+    execute_notebook(good, tmp_path / "out" / good.name, fast=True, timeout=120)
+    printed = _read(tmp_path / "out" / good.name).cells[0].outputs[0]["text"].split()
+    assert printed[:3] == [sys.executable, str(tmp_path), "1"]
+    assert printed[3].startswith(str(REPO / "unet_keras"))
+
+    bad = _tiny_notebook(tmp_path / "02_bad.ipynb", "raise RuntimeError('broken on purpose')")
+    with pytest.raises(NotebookError, match="02_bad.ipynb failed .* broken on purpose"):
+        execute_notebook(bad, tmp_path / "out" / bad.name, timeout=120)
+    saved = _read(tmp_path / "out" / bad.name)
+    assert saved.cells[0].outputs[0]["output_type"] == "error"  # written despite the error
+    assert main([str(tmp_path), str(tmp_path / "out2"), "--fast", "--only", "02"]) == 1
+    assert main([str(tmp_path), str(tmp_path / "out3"), "--fast", "--only", "01"]) == 0
+
+
+def test_kernel_env_keeps_the_base_env_and_one_copy_of_this_checkout(monkeypatch):
+    base = {"PYTHONPATH": os.pathsep.join([str(REPO), "/elsewhere", ""]),
+            "TF_CPP_MIN_LOG_LEVEL": "0", "OTHER": "kept"}
+    env = kernel_env(env=dict(base))
+    assert env["PYTHONPATH"].split(os.pathsep) == [str(REPO), "/elsewhere"]
+    assert (env["TF_CPP_MIN_LOG_LEVEL"], env["OTHER"]) == ("0", "kept")  # not overridden
+    given = dict(base)
+    kernel_env(fast=True, env=given)
+    assert given == base  # the caller's dict is left alone
+    monkeypatch.setenv("UNET_KERAS_TEST_VARIABLE", "from this process")
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    env = kernel_env()
+    assert env["UNET_KERAS_TEST_VARIABLE"] == "from this process"
+    assert env["TF_CPP_MIN_LOG_LEVEL"] == "2"
+
+
+@pytest.fixture
+def executed(monkeypatch, tmp_path):
+    """Notebooks 01-03 (empty files) in tmp_path/src, and the calls that `main`
+    makes of `execute_notebook`, faked: no kernel starts; `fail` names the
+    notebooks whose cells fail."""
+    (tmp_path / "src").mkdir()
+    for name in ("01_a", "02_b", "03_c", "draft"):
+        (tmp_path / "src" / f"{name}.ipynb").write_text("{}")
+    calls, fail = [], set()
+
+    def fake(path, output=None, **options):
+        calls.append((path.name, output, options))
+        if path.stem in fail:
+            raise NotebookError(f"{path.name} failed on purpose")
+        return 1.0
+
+    monkeypatch.setattr(notebook_runner, "execute_notebook", fake)
+    return calls, fail
+
+
+def test_main_passes_the_options_to_each_notebook(tmp_path, executed):
+    calls, _ = executed
+    out = tmp_path / "out"
+    assert main([str(tmp_path / "src"), str(out), "--fast", "--only", "01", "--only", "03_c",
+                 "--data-dir", "d", "--runs-dir", "r", "--timeout", "30",
+                 "--kernel", "other"]) == 0
+    options = dict(fast=True, data_dir="d", runs_dir="r", timeout=30.0, kernel_name="other")
+    assert calls == [("01_a.ipynb", out / "01_a.ipynb", options),
+                     ("03_c.ipynb", out / "03_c.ipynb", options)]
+    calls.clear()
+    assert main([str(tmp_path / "src"), str(out)]) == 0
+    assert [name for name, _, _ in calls] == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    assert calls[0][2] == dict(fast=False, data_dir=None, runs_dir=None, timeout=None,
+                               kernel_name="python3")
+
+
+def test_main_reports_failures_and_stops_only_when_asked(tmp_path, executed, capsys):
+    calls, fail = executed
+    fail.add("02_b")
+    src, out = str(tmp_path / "src"), str(tmp_path / "out")
+    assert main([src, out]) == 1
+    assert [name for name, _, _ in calls] == ["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"]
+    err = capsys.readouterr().err
+    assert "02_b.ipynb failed on purpose" in err and "1 notebook(s) failed: 02_b.ipynb" in err
+    calls.clear()
+    assert main([src, out, "--stop-on-error"]) == 1
+    assert [name for name, _, _ in calls] == ["01_a.ipynb", "02_b.ipynb"]
+    calls.clear()
+    assert main([str(tmp_path), out]) == 2  # no notebook there: nothing runs
+    assert main([src, out, "--only", "99"]) == 2
+    assert calls == [] and "error: No notebook matches ['99']" in capsys.readouterr().err
