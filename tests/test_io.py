@@ -61,6 +61,34 @@ def test_gray_saved_as_colour_channels_is_read_and_real_colour_refused(tmp_path,
         read_stack(tmp_path / "colour.tif")
 
 
+def test_one_colour_page_is_one_slice_not_a_stack_of_rows(tmp_path, rng):
+    gray = rng.integers(0, 256, (8, 10), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "gray_as_rgb.tif", np.stack([gray] * 3, -1))
+    np.testing.assert_array_equal(read_stack(tmp_path / "gray_as_rgb.tif"), gray[None])
+    colour = np.stack([gray, gray, ~gray], -1)
+    tifffile.imwrite(tmp_path / "colour.tif", colour)
+    with pytest.raises(ValueError, match=r"colour\.tif page 0 is a colour \(RGB\) image"):
+        read_stack(tmp_path / "colour.tif")
+
+
+def test_one_image_file_is_a_stack_of_one(tmp_path, rng):
+    gray = rng.integers(0, 256, (8, 10), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "slice.png"), gray)
+    np.testing.assert_array_equal(read_stack(tmp_path / "slice.png"), gray[None])
+    (tmp_path / "notes.txt").write_text("not an image")
+    with pytest.raises(ValueError, match=r"notes\.txt is not an image file"):
+        read_stack(tmp_path / "notes.txt")
+
+
+def test_a_file_that_is_not_a_tiff_is_named(tmp_path):
+    cv2.imwrite(str(tmp_path / "really.png"), np.zeros((4, 4), np.uint8))
+    (tmp_path / "really.png").rename(tmp_path / "fake.tif")
+    with pytest.raises(ValueError, match=r"fake\.tif is not a readable TIFF file"):
+        read_stack(tmp_path / "fake.tif")
+    with pytest.raises(ValueError, match=r"fake\.tif is not a readable TIFF file"):
+        read_image(tmp_path / "fake.tif")
+
+
 def test_slices_of_different_sizes_are_refused(tmp_path):
     folder = _write_pngs(tmp_path / "slices", [0, 0])
     cv2.imwrite(str(folder / "2.png"), np.zeros((8, 9), np.uint8))
@@ -92,6 +120,9 @@ def test_to_unit_range_scales_by_the_dtype():
     floats = to_unit_range(np.array([0.0, 0.25, 1.0]))
     assert floats.dtype == np.float32
     np.testing.assert_array_equal(floats, [0.0, 0.25, 1.0])  # already in range: kept
+    with pytest.raises(ValueError, match=r"must not be negative, got values down to -100"):
+        to_unit_range(np.array([-100, 0, 200], np.int16))
+    np.testing.assert_allclose(to_unit_range(np.array([0, 32767], np.int16)), [0.0, 1.0])
     for outside in ([0.0, 1.5], [-0.1, 0.5], [0.0, 255.0]):
         with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
             to_unit_range(np.array(outside, np.float32))

@@ -40,11 +40,21 @@ def _check_gray(array, source):
     return array
 
 
+def _read_tiff(path):
+    """A TIFF file's first series and its axes (tifffile's letters: "S" = colour)."""
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            series = tiff.series[0]
+            return np.asarray(series.asarray()), series.axes
+    except tifffile.TiffFileError as error:
+        raise ValueError(f"{path} is not a readable TIFF file ({error}).") from error
+
+
 def read_image(path):
     """Reads one gray image as stored (uint8/uint16/float), shape (H, W)."""
     path = Path(path)
     if path.suffix.lower() in TIFF_SUFFIXES:
-        array = tifffile.imread(path)
+        array, _ = _read_tiff(path)
     else:
         array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if array is None:
@@ -56,15 +66,16 @@ def read_stack(path):
     """Reads a folder of images or a (multi-page) TIFF as an (N, H, W) array.
 
     Args:
-        path: A folder of PNG/TIFF files (read in slice order: 2 before 10)
-            or a TIFF stack file.
+        path: A folder of PNG/TIFF files (read in slice order: 2 before 10),
+            a TIFF stack file, or one image file (a stack of one slice).
 
     Returns:
         The stack with its stored dtype.
 
     Raises:
         FileNotFoundError: If the path does not exist or holds no image.
-        ValueError: For colour images or slices of different sizes.
+        ValueError: For colour images, slices of different sizes, or a file
+            that is not a readable image.
     """
     path = Path(path)
     if not path.exists():
@@ -78,8 +89,17 @@ def read_stack(path):
         if len(shapes) > 1:
             raise ValueError(f"The images in {path} have different sizes: {sorted(shapes)}.")
         return np.stack(slices)
-    stack = np.asarray(tifffile.imread(path))
-    if stack.ndim == 2:
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            return read_image(path)[None]
+        raise ValueError(
+            f"{path} is not an image file ({', '.join(IMAGE_SUFFIXES)}): give a folder of "
+            "images or a TIFF stack."
+        )
+    stack, axes = _read_tiff(path)
+    # One colour page is (H, W, 3) and would pass for H slices of W x 3 pixels;
+    # tifffile's axes tell them apart ("S" last: samples of one pixel).
+    if stack.ndim == 2 or (stack.ndim == 3 and axes.endswith("S")):
         stack = stack[None]
     if stack.ndim == 4:
         stack = np.stack([_check_gray(s, f"{path} page {i}") for i, s in enumerate(stack)])
@@ -89,9 +109,19 @@ def read_stack(path):
 
 
 def to_unit_range(stack):
-    """Scales an integer stack to float32 in [0, 1] (by its dtype's maximum)."""
+    """Scales an integer stack to float32 in [0, 1] (by its dtype's maximum).
+
+    Raises:
+        ValueError: For negative values (a signed integer stack) or floats
+            outside [0, 1]: rescale such images to [0, 1] first.
+    """
     stack = np.asarray(stack)
     if np.issubdtype(stack.dtype, np.integer):
+        if stack.size and stack.min() < 0:
+            raise ValueError(
+                f"Integer images must not be negative, got values down to {stack.min()} "
+                f"({stack.dtype}). Rescale them to [0, 1] as floats first."
+            )
         return (stack / np.iinfo(stack.dtype).max).astype("float32")
     stack = stack.astype("float32")
     if stack.min() < 0 or stack.max() > 1:
