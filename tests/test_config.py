@@ -124,3 +124,12 @@ def test_config_json_of_an_earlier_version_reads_new_fields_as_their_defaults():
 def test_run_dir_is_the_name_in_runs_dir():
     assert TrainConfig().run_dir == Path("runs") / "default"
     assert TrainConfig(name="wide", runs_dir="/data/runs").run_dir == Path("/data/runs/wide")
+
+
+def test_config_json_of_another_version_with_unknown_fields_is_a_clear_error():
+    saved = json.loads(TrainConfig().to_json())
+    saved["crop_border"] = 8  # a field this version does not have
+    with pytest.raises(ValueError, match=r"does not know: crop_border\. .*another version"):
+        TrainConfig.from_json(json.dumps(saved))
+    with pytest.raises(ValueError, match="is a JSON object, got list"):
+        TrainConfig.from_json("[1, 2]")

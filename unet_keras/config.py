@@ -247,4 +247,20 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, text):
-        return cls(**json.loads(text))
+        """A config from `to_json`'s text; fields it lacks take their defaults.
+
+        Raises:
+            ValueError: For text that is not a JSON object, or fields this
+                version does not know (a run folder of another version).
+        """
+        fields = json.loads(text)
+        if not isinstance(fields, dict):
+            raise ValueError(f"A TrainConfig is a JSON object, got {type(fields).__name__}.")
+        unknown = sorted(set(fields) - {field.name for field in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(
+                f"The config names fields this version of unet_keras does not know: "
+                f"{', '.join(unknown)}. It was written by another version: train in a new "
+                "run folder (--name) or delete the old one."
+            )
+        return cls(**fields)
