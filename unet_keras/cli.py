@@ -281,7 +281,7 @@ def make_parser():
 
     p = commands.add_parser("predict", help="segment a folder of PNGs or a TIFF stack")
     p.add_argument("--model", required=True, help="a .keras model, e.g. runs/default/model.keras")
-    p.add_argument("--input", required=True, help="a folder of images or a TIFF stack")
+    p.add_argument("--input", required=True, help="a folder of images, a TIFF stack or one image")
     p.add_argument("--output", required=True, help="the float32 TIFF stack to write")
     p.add_argument("--overlays", help="a folder for PNG overlays")
     p.add_argument("--tile", type=int, default=None, help="input tile size (default: automatic)")
