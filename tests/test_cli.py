@@ -88,6 +88,10 @@ def test_predict_then_evaluate(tmp_path, tiny_model, capsys):
     membrane = tifffile.imread(out)
     assert membrane.shape == (3, 70, 90) and membrane.dtype == np.float32
     assert len(list((tmp_path / "ov").glob("*.png"))) == 3
+    one = sorted(images.glob("*.png"))[1]
+    assert main(["predict", "--model", str(tiny_model), "--input", str(one),
+                 "--output", str(tmp_path / "one.tif"), "--no-tta"]) == 0
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "one.tif"), membrane[1:2], atol=1e-6)
 
     submission = tmp_path / "submission.tif"
     assert main(["predict", "--model", str(tiny_model), "--input", str(images),
