@@ -279,7 +279,7 @@ def make_parser():
     _add_config_arguments(p)
     p.set_defaults(run=_train)
 
-    p = commands.add_parser("predict", help="segment a folder of PNGs or a TIFF stack")
+    p = commands.add_parser("predict", help="segment a folder of images, a TIFF stack or one image")
     p.add_argument("--model", required=True, help="a .keras model, e.g. runs/default/model.keras")
     p.add_argument("--input", required=True, help="a folder of images, a TIFF stack or one image")
     p.add_argument("--output", required=True, help="the float32 TIFF stack to write")
