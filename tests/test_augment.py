@@ -12,6 +12,7 @@ from unet_keras.augment import (
     random_gray,
     random_symmetry,
     random_tile,
+    zoom_bounds,
 )
 from unet_keras.geometry import valid_output_size
 from unet_keras.symmetry import apply_symmetry
@@ -102,6 +103,43 @@ def test_random_affine(sample):
     np.testing.assert_array_equal(out_mask, random_affine(0, image, mask, weight)[1])
 
 
+def test_zoom_bounds_follow_keras_random_zoom():
+    assert zoom_bounds(0.2) == (-0.2, 0.2)  # one number: both ways, as RandomZoom
+    assert zoom_bounds([-0.1, 0.2]) == (-0.1, 0.2)
+    for bad in ((0.2, -0.1), (-1.0, 0.2), (0.1, 0.2, 0.3), 1.5, float("nan")):
+        with pytest.raises(ValueError, match="zoom_range.*-1 < lower <= upper"):
+            zoom_bounds(bad)
+
+
+def _disc(size=96, radius=16):
+    y, x = np.mgrid[0:size, 0:size] - (size - 1) / 2.0
+    return (np.hypot(y, x) <= radius).astype(np.float32)
+
+
+@pytest.mark.parametrize("zoom, area_ratio", [(0.5, 1 / 1.5**2), (-0.5, 4.0), (0.0, 1.0)])
+def test_random_affine_zoom_scales_the_content(zoom, area_ratio):
+    """A positive zoom zooms out: at +0.5 each output pixel covers 1.5 source
+    pixels per axis, so a centred disc keeps 1 / 1.5**2 of its area (its
+    mirror images stay past the border)."""
+    disc = _disc()
+    _, out = random_affine(0, disc, disc, max_rotation=0.0, max_shift=0.0,
+                           zoom_range=(zoom, zoom), kinds="mask")
+    assert out.sum() / disc.sum() == pytest.approx(area_ratio, rel=0.06)
+
+
+def test_no_zoom_draws_no_random_number():
+    """Runs without a zoom keep the random stream they had before it existed."""
+    from unet_keras.augment import _affine_matrix
+
+    rng, replay = np.random.default_rng(3), np.random.default_rng(3)
+    _affine_matrix(rng, (32, 32), 15.0, 10.0)
+    replay.uniform(size=3)  # the angle and the two shifts
+    assert rng.uniform() == replay.uniform()
+    scales = [np.linalg.det(_affine_matrix(rng, (32, 32), 0.0, 0.0, (-0.1, 0.2))[:, :2]) ** 0.5
+              for _ in range(200)]
+    assert 0.9 <= min(scales) < 0.93 and 1.17 < max(scales) <= 1.2
+
+
 def test_random_gray(sample):
     image = sample[0]
     out = random_gray(0, image)
@@ -190,3 +228,13 @@ def test_augmenter_switches(sample):
     assert matches and np.array_equal(y_sym, apply_symmetry(y, matches[0]))
     with pytest.raises(ValueError, match="tile_size"):
         Augmenter(None, 20)
+
+
+def test_augmenter_zooms_its_tiles():
+    disc = _disc()
+    zoomed = Augmenter(96, elastic=False, symmetries=False, gray=False, max_rotation=0.0,
+                       max_shift=0.0, zoom_range=(0.5, 0.5))
+    _, mask = zoomed(0, disc, disc)
+    assert mask.sum() / disc.sum() == pytest.approx(1 / 1.5**2, rel=0.06)
+    with pytest.raises(ValueError, match="zoom_range"):
+        Augmenter(32, zoom_range=(0.3, 0.1))

@@ -25,9 +25,11 @@ def test_help_lists_every_command():
 
 def test_train_options_mirror_the_config():
     args = make_parser().parse_args(
-        ["train", "--filters", "8", "--no-tta", "--val-slices", "0", "1", "--learning-rate", "0.01"]
+        ["train", "--filters", "8", "--no-tta", "--val-slices", "0", "1", "--learning-rate", "0.01",
+         "--zoom-range", "-0.1", "0.2"]
     )
     assert (args.filters, args.tta, args.val_slices, args.learning_rate) == (8, False, [0, 1], 0.01)
+    assert args.zoom_range == [-0.1, 0.2]
 
 
 def test_train_presets(monkeypatch, capsys):

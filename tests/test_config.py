@@ -94,6 +94,8 @@ def test_config_validation():
     with pytest.raises(ValueError, match="upsampling='bilinear'"):
         TrainConfig(architecture="unet3+", upsampling="bilinear")
     TrainConfig(architecture="unet++", upsampling="bilinear")  # U-Net++ has both
+    with pytest.raises(ValueError, match="zoom_range"):
+        TrainConfig(zoom_range=(0.2, -0.1))
 
 
 def test_config_json_round_trip_keeps_every_field():
@@ -101,7 +103,7 @@ def test_config_json_round_trip_keeps_every_field():
         name="wide", runs_dir="elsewhere", data_url="file:///mirror/", architecture="unet++",
         upsampling="bilinear", filters=24, loss="weighted_ce", ema=0.99, val_slices=(3, 7),
         time_budget_minutes=12.5, mixed_precision="mixed_bfloat16", ridges=False,
-        learned_merging=False,
+        learned_merging=False, zoom_range=(-0.1, 0.2),
     )
     assert all(getattr(TrainConfig(), key) != value for key, value in changed.items())
     config = TrainConfig(**changed)
@@ -110,6 +112,7 @@ def test_config_json_round_trip_keeps_every_field():
     assert saved["val_slices"] == [3, 7] and saved["data_url"] == "file:///mirror/"
     read = TrainConfig.from_json(config.to_json())
     assert read == config and read.val_slices == (3, 7)  # a tuple again, not JSON's list
+    assert read.zoom_range == (-0.1, 0.2)
     assert TrainConfig.from_json(TrainConfig().to_json()) == TrainConfig()  # data_url None
 
 

@@ -407,6 +407,15 @@ def test_training_batches_come_from_threads(isbi_data):
     assert train_data.workers > 1 and not train_data.use_multiprocessing
 
 
+def test_zoom_range_reaches_the_training_tiles(isbi_data):
+    from unet_keras.datasets import load_isbi2012
+    from unet_keras.train import _datasets
+
+    images, masks = load_isbi2012(isbi_data)
+    train_data = _datasets(TrainConfig(zoom_range=(-0.1, 0.2)), images, masks)[2]
+    assert train_data.augmenter.zoom_range == (-0.1, 0.2)
+
+
 @pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow setting")
 def test_train_refuses_weights_assumed_frozen(monkeypatch, tmp_path):
     monkeypatch.setenv("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")

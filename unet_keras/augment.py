@@ -174,25 +174,46 @@ def random_symmetry(rng, image, *others):
     return _result(flip[0], flip[1:])
 
 
-def _affine_matrix(rng, shape, max_rotation, max_shift):
+def zoom_bounds(zoom_range):
+    """`zoom_range` as `(lower, upper)` floats, checked.
+
+    As in `keras.layers.RandomZoom`, a positive value zooms out (each output
+    pixel covers `1 + value` source pixels per axis) and a single number `f`
+    stands for `(-f, f)`. `(0, 0)` is no zoom.
+    """
+    bounds = (-zoom_range, zoom_range) if np.isscalar(zoom_range) else tuple(zoom_range)
+    if len(bounds) != 2 or not -1 < float(bounds[0]) <= float(bounds[1]):
+        raise ValueError(
+            f"`zoom_range` must be a number f (for (-f, f)) or a pair (lower, upper) with "
+            f"-1 < lower <= upper; positive values zoom out. Got {zoom_range!r}; e.g. "
+            "(-0.1, 0.2)."
+        )
+    return float(bounds[0]), float(bounds[1])
+
+
+def _affine_matrix(rng, shape, max_rotation, max_shift, zoom_range=(0.0, 0.0)):
     """The 2x3 matrix mapping output to source pixel coordinates: a rotation
-    by up to `max_rotation` degrees about the centre and a shift by up to
-    `max_shift` pixels along each axis."""
+    by up to `max_rotation` degrees about the centre, a shift by up to
+    `max_shift` pixels along each axis and a zoom drawn from `zoom_range`."""
     angle = rng.uniform(-max_rotation, max_rotation)
     shift = rng.uniform(-max_shift, max_shift, size=2)
+    lower, upper = zoom_bounds(zoom_range)
+    # No draw without a zoom, so that runs without one keep their random streams.
+    scale = rng.uniform(1.0 + lower, 1.0 + upper) if (lower, upper) != (0.0, 0.0) else 1.0
     centre = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
-    matrix = cv2.getRotationMatrix2D(centre, angle, 1.0)
+    matrix = cv2.getRotationMatrix2D(centre, angle, scale)
     matrix[:, 2] += shift
     return matrix
 
 
 def random_affine(
-    rng, image, *others, max_rotation=15.0, max_shift=10.0, interpolation="linear", kinds=None
+    rng, image, *others, max_rotation=15.0, max_shift=10.0, zoom_range=(0.0, 0.0),
+    interpolation="linear", kinds=None,
 ):
     """A small random rotation (uniform in +-`max_rotation` degrees, about
-    the centre) and shift (uniform in +-`max_shift` pixels per axis), the same
-    for all arrays, by `cv2.warpAffine` with mirror borders. `interpolation`
-    and `kinds` work as for `elastic_deform`.
+    the centre), shift (uniform in +-`max_shift` pixels per axis) and zoom
+    (see `zoom_bounds`), the same for all arrays, by `cv2.warpAffine` with
+    mirror borders. `interpolation` and `kinds` work as for `elastic_deform`.
 
     Returns:
         The transformed image, or a tuple `(image, *others)`.
@@ -200,7 +221,7 @@ def random_affine(
     image, others = _check(image, others)
     flags = _interpolation(interpolation)
     kinds = _kinds(others, kinds)
-    matrix = _affine_matrix(_rng(rng), image.shape, max_rotation, max_shift)
+    matrix = _affine_matrix(_rng(rng), image.shape, max_rotation, max_shift, zoom_range)
     size = (image.shape[1], image.shape[0])
 
     def warp(array, flag):
@@ -316,8 +337,8 @@ class Augmenter:
             (centred in the input tile); None for same padding.
         elastic: Elastic deformation (`grid`, `sigma`, over the input tile).
         symmetries: Random flips and quarter turns.
-        affine: Random rotation up to `max_rotation` degrees and shift up to
-            `max_shift` pixels.
+        affine: Random rotation up to `max_rotation` degrees, shift up to
+            `max_shift` pixels and zoom in `zoom_range` (see `zoom_bounds`).
         gray: Random gamma, contrast and brightness (`gamma`, `contrast`,
             `brightness`, see `random_gray`).
         interpolation: Interpolation of the image (`"linear"` or `"cubic"`).
@@ -330,8 +351,9 @@ class Augmenter:
 
     def __init__(
         self, tile_size=None, output_size=None, *, elastic=True, grid=3, sigma=10.0,
-        symmetries=True, affine=True, max_rotation=15.0, max_shift=10.0, gray=True,
-        brightness=0.1, contrast=0.2, gamma=0.2, interpolation="linear",
+        symmetries=True, affine=True, max_rotation=15.0, max_shift=10.0,
+        zoom_range=(0.0, 0.0), gray=True, brightness=0.1, contrast=0.2, gamma=0.2,
+        interpolation="linear",
     ):
         self.margin = 0
         if tile_size is not None:
@@ -345,6 +367,7 @@ class Augmenter:
         self.elastic, self.grid, self.sigma = elastic, grid, sigma
         self.symmetries, self.affine = symmetries, affine
         self.max_rotation, self.max_shift = max_rotation, max_shift
+        self.zoom_range = zoom_bounds(zoom_range)
         self.gray, self.brightness, self.contrast, self.gamma = gray, brightness, contrast, gamma
         self.interpolation = interpolation
 
@@ -367,7 +390,9 @@ class Augmenter:
             map_xy = map_xy + elastic_displacement((tile_h, tile_w), self.grid, self.sigma, rng)
         top, left = origin[0] - self.margin, origin[1] - self.margin
         if self.affine:
-            matrix = _affine_matrix(rng, (tile_h, tile_w), self.max_rotation, self.max_shift)
+            matrix = _affine_matrix(
+                rng, (tile_h, tile_w), self.max_rotation, self.max_shift, self.zoom_range
+            )
         else:
             matrix = np.eye(2, 3)
         matrix[:, 2] += (left, top)

@@ -30,6 +30,9 @@ def _add_config_arguments(parser):
             parser.add_argument(option, action=argparse.BooleanOptionalAction, default=None)
         elif f.name == "val_slices":
             parser.add_argument(option, type=int, nargs="*", default=None, metavar="I")
+        elif f.name == "zoom_range":
+            parser.add_argument(option, type=float, nargs=2, default=None,
+                                metavar=("LOWER", "UPPER"))
         else:
             kind = type(f.default) if f.default is not None else str
             parser.add_argument(option, type=kind, default=None, metavar=f.name.upper())

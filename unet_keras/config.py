@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from unet_keras.augment import zoom_bounds
 from unet_keras.backend_utils import computes_bfloat16_on_cpu, detect_device
 from unet_keras.geometry import valid_output_size
 from unet_keras.malis import MERGE_LEARNING_RATE, MERGE_WEIGHT
@@ -61,6 +62,7 @@ class TrainConfig:
     elastic: bool = True
     symmetries: bool = True
     affine: bool = True
+    zoom_range: tuple = (0.0, 0.0)  # with affine; as keras.layers.RandomZoom: > 0 zooms out
     gray: bool = True
     val_slices: tuple = (25, 26, 27, 28, 29)
     workers: int = 2  # threads that build batches; see TileDataset
@@ -92,6 +94,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.val_slices = tuple(int(i) for i in self.val_slices)
+        self.zoom_range = zoom_bounds(self.zoom_range)
         if not self.val_slices:
             raise ValueError(
                 "`val_slices` must name at least one held-out slice: the best model is "

@@ -186,6 +186,7 @@ def _training_tiles(config, images, masks, steps, seed, weights=None):
         tile_size=config.tile_size, output_size=_output_size(config),
         batch_size=config.batch_size, steps=steps, elastic=config.elastic,
         symmetries=config.symmetries, affine=config.affine, gray=config.gray, seed=seed,
+        augment_options={"zoom_range": config.zoom_range},
         workers=config.workers, use_multiprocessing=False,  # threads: a batch takes ~5 ms
     )
 
