@@ -5,13 +5,11 @@ import pytest
 
 from unet_keras.augment import (
     Augmenter,
-    crop_tile,
     elastic_deform,
     elastic_displacement,
     random_affine,
     random_gray,
     random_symmetry,
-    random_tile,
     zoom_bounds,
 )
 from unet_keras.geometry import valid_output_size
@@ -151,37 +149,6 @@ def test_random_gray(sample):
 
 
 # ---------------------------------------------------------------------------
-# Tiles
-# ---------------------------------------------------------------------------
-def test_crop_tile_inside_and_past_the_border(sample):
-    image, mask, _ = sample
-    tile, target = crop_tile((10, 20), image, mask, tile_size=16)
-    np.testing.assert_array_equal(tile, image[10:26, 20:36])
-    np.testing.assert_array_equal(target, mask[10:26, 20:36])
-    # Output region rows -2..5, cols 70..77; the input tile reaches 6 further.
-    tile, target = crop_tile((-2, 70), image, mask, tile_size=20, output_size=8)
-    pad = ((8, 8), (8, 8), (0, 0))  # original index + 8 = padded index
-    np.testing.assert_array_equal(tile, np.pad(image, pad, mode="reflect")[0:20, 72:92])
-    np.testing.assert_array_equal(target, np.pad(mask, pad, mode="reflect")[6:14, 78:86])
-
-
-def test_random_tile_valid_geometry(rng):
-    tile_size = 60
-    output_size = valid_output_size(tile_size, 2)
-    margin = (tile_size - output_size) // 2
-    image = rng.random((50, 70))
-    for _ in range(20):
-        tile, target = random_tile(rng, image, image, tile_size=tile_size,
-                                   output_size=output_size)
-        assert tile.shape == (60, 60) and target.shape == (output_size, output_size)
-        np.testing.assert_array_equal(target, tile[margin:-margin, margin:-margin])
-    small = random_tile(rng, rng.random((10, 12, 2)), tile_size=32)
-    assert small.shape == (32, 32, 2)
-    with pytest.raises(ValueError, match="valid_output_size"):
-        random_tile(rng, image, tile_size=60, output_size=21)
-
-
-# ---------------------------------------------------------------------------
 # Augmenter
 # ---------------------------------------------------------------------------
 def test_augmenter_shapes_and_binary_masks(sample):
@@ -238,3 +205,5 @@ def test_augmenter_zooms_its_tiles():
     assert mask.sum() / disc.sum() == pytest.approx(1 / 1.5**2, rel=0.06)
     with pytest.raises(ValueError, match="zoom_range"):
         Augmenter(32, zoom_range=(0.3, 0.1))
+    with pytest.raises(ValueError, match="affine=True"):
+        Augmenter(32, affine=False, zoom_range=0.1)

@@ -96,6 +96,8 @@ def test_config_validation():
     TrainConfig(architecture="unet++", upsampling="bilinear")  # U-Net++ has both
     with pytest.raises(ValueError, match="zoom_range"):
         TrainConfig(zoom_range=(0.2, -0.1))
+    with pytest.raises(ValueError, match="affine=True"):
+        TrainConfig(affine=False, zoom_range=0.1)
 
 
 def test_config_json_round_trip_keeps_every_field():

@@ -10,7 +10,7 @@ if not enable_onednn():  # before the imports below load Keras, and with it Tens
     warn_if_onednn_off()
 
 from unet_keras.agglomeration import MergeClassifier, agglomerate_cells, agglomerate_membranes
-from unet_keras.augment import Augmenter, elastic_deform, elastic_displacement, random_tile
+from unet_keras.augment import Augmenter, elastic_deform, elastic_displacement
 from unet_keras.backend_utils import detect_device
 from unet_keras.datasets import DownloadError, download_isbi2012, load_isbi2012, split_slices
 from unet_keras.errors import segmentation_errors
@@ -46,6 +46,7 @@ from unet_keras.model import (
 )
 from unet_keras.pipeline import PerOutputDataset, TileDataset
 from unet_keras.postprocess import ridge_membranes, watershed_cells, watershed_membranes
+from unet_keras.tiles import random_tile
 from unet_keras.weights import border_weight_map, border_weight_maps
 
 __version__ = "0.1.0"

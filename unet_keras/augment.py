@@ -15,7 +15,7 @@ the same as `np.pad(mode="reflect")`), as in the paper's overlap-tile scheme.
 Arrays may be `(H, W)` or `(H, W, C)`. Randomness always comes from a
 `numpy.random.Generator` (or a seed), so the same seed gives the same output.
 
-`Augmenter` combines them all for training tiles.
+`Augmenter` combines them all for training tiles (cut as `unet_keras.tiles` cuts them).
 """
 
 import functools
@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from unet_keras.symmetry import apply_symmetry, symmetry_choices
+from unet_keras.tiles import _check, _random_origin, _result, _rng, _tile_sizes, crop_tile
 
 INTERPOLATIONS = {
     "nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR, "cubic": cv2.INTER_CUBIC,
@@ -35,10 +36,6 @@ _BORDER = cv2.BORDER_REFLECT_101
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
-def _rng(rng):
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-
-
 def _interpolation(name):
     if name not in INTERPOLATIONS:
         raise ValueError(f"`interpolation` must be one of {tuple(INTERPOLATIONS)}, got {name!r}.")
@@ -63,18 +60,6 @@ def _flags(kind, interpolation):
     return {"image": interpolation, "mask": cv2.INTER_NEAREST, "weight": cv2.INTER_LINEAR}[kind]
 
 
-def _check(image, others):
-    """Arrays as ndarrays, all (H, W) or (H, W, C) with the image's H and W."""
-    image, others = np.asarray(image), [np.asarray(a) for a in others]
-    for a in (image, *others):
-        if a.ndim not in (2, 3) or a.shape[:2] != image.shape[:2]:
-            raise ValueError(
-                "Arrays must be (H, W) or (H, W, C), all with the image's height and "
-                f"width; got shapes {[x.shape for x in (image, *others)]}."
-            )
-    return image, others
-
-
 def _remap(array, map_xy, flags):
     """`cv2.remap` with mirror borders that keeps `(H, W, 1)` and bool arrays."""
     source = array.view(np.uint8) if array.dtype == bool else array
@@ -92,10 +77,6 @@ def _grid(height, width, k=0):
     grid = np.ascontiguousarray(grid)
     grid.flags.writeable = False
     return grid
-
-
-def _result(image, others):
-    return (image, *others) if others else image
 
 
 # ---------------------------------------------------------------------------
@@ -256,69 +237,6 @@ def random_gray(rng, image, brightness=0.1, contrast=0.2, gamma=0.2):
 
 
 # ---------------------------------------------------------------------------
-# Tiles
-# ---------------------------------------------------------------------------
-def _tile_sizes(tile_size, output_size):
-    if not isinstance(tile_size, (int, np.integer)) or tile_size < 1:
-        raise ValueError(f"`tile_size` must be an integer >= 1, got {tile_size!r}.")
-    if output_size is None:
-        return int(tile_size), int(tile_size), 0
-    margin, odd = divmod(tile_size - output_size, 2)
-    if output_size < 1 or margin < 0 or odd:
-        raise ValueError(
-            f"`output_size` must be at most `tile_size` ({tile_size}) with an even "
-            f"difference, got {output_size!r}. For a valid-padding U-Net use "
-            "`unet_keras.valid_output_size(tile_size, depth)`."
-        )
-    return int(tile_size), int(output_size), margin
-
-
-def _random_origin(rng, shape, output_size):
-    """Top-left corner of a uniformly placed output region; an image smaller
-    than the region lands anywhere inside it."""
-    return tuple(
-        int(rng.integers(min(0, n - output_size), max(0, n - output_size) + 1))
-        for n in shape[:2]
-    )
-
-
-def crop_tile(origin, image, *others, tile_size, output_size=None):
-    """The tile whose output region has its top-left corner at `origin`
-    (row, col), mirror-padded where it reaches past the image.
-
-    The image gets the `tile_size` input tile; the others (targets) only its
-    centred `output_size` region, what a valid-padding U-Net predicts for
-    that tile. `output_size=None` means same padding (output = input).
-
-    Returns:
-        The image tile, or a tuple `(image_tile, *target_tiles)`.
-    """
-    tile_size, output_size, margin = _tile_sizes(tile_size, output_size)
-    image, others = _check(image, others)
-
-    def crop(array, start, size):
-        (top, left), (height, width) = start, array.shape[:2]
-        pad = [(max(-top, 0), max(top + size - height, 0)),
-               (max(-left, 0), max(left + size - width, 0))]
-        if any(p for pair in pad for p in pair):
-            array = np.pad(array, pad + [(0, 0)] * (array.ndim - 2), mode="reflect")
-            top, left = top + pad[0][0], left + pad[1][0]
-        return np.ascontiguousarray(array[top:top + size, left:left + size])
-
-    start = (origin[0] - margin, origin[1] - margin)
-    return _result(crop(image, start, tile_size), [crop(a, origin, output_size) for a in others])
-
-
-def random_tile(rng, image, *others, tile_size, output_size=None):
-    """A random tile: the output region is placed uniformly over the image
-    and the input tile extends `(tile_size - output_size) / 2` pixels past it
-    on each side (see `crop_tile`)."""
-    _, output_size_, _ = _tile_sizes(tile_size, output_size)
-    origin = _random_origin(_rng(rng), np.shape(image), output_size_)
-    return crop_tile(origin, image, *others, tile_size=tile_size, output_size=output_size)
-
-
-# ---------------------------------------------------------------------------
 # Everything together
 # ---------------------------------------------------------------------------
 class Augmenter:
@@ -368,6 +286,8 @@ class Augmenter:
         self.symmetries, self.affine = symmetries, affine
         self.max_rotation, self.max_shift = max_rotation, max_shift
         self.zoom_range = zoom_bounds(zoom_range)
+        if self.zoom_range != (0.0, 0.0) and not affine:
+            raise ValueError("`zoom_range` is part of the affine transform: set `affine=True`.")
         self.gray, self.brightness, self.contrast, self.gamma = gray, brightness, contrast, gamma
         self.interpolation = interpolation
 

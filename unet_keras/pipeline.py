@@ -12,7 +12,8 @@ import math
 import keras
 import numpy as np
 
-from unet_keras.augment import Augmenter, crop_tile
+from unet_keras.augment import Augmenter
+from unet_keras.tiles import crop_tile
 
 
 def _check_arrays(images, masks, weights):
