@@ -107,6 +107,9 @@ def test_zoom_bounds_follow_keras_random_zoom():
     for bad in ((0.2, -0.1), (-1.0, 0.2), (0.1, 0.2, 0.3), 1.5, float("nan")):
         with pytest.raises(ValueError, match="zoom_range.*-1 < lower <= upper"):
             zoom_bounds(bad)
+    assert zoom_bounds(0.0, affine=False) == (0.0, 0.0)  # no zoom needs no affine transform
+    with pytest.raises(ValueError, match="affine=True"):
+        zoom_bounds(0.1, affine=False)
 
 
 def _disc(size=96, radius=16):

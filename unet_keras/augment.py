@@ -155,12 +155,16 @@ def random_symmetry(rng, image, *others):
     return _result(flip[0], flip[1:])
 
 
-def zoom_bounds(zoom_range):
+def zoom_bounds(zoom_range, affine=True):
     """`zoom_range` as `(lower, upper)` floats, checked.
 
     As in `keras.layers.RandomZoom`, a positive value zooms out (each output
     pixel covers `1 + value` source pixels per axis) and a single number `f`
     stands for `(-f, f)`. `(0, 0)` is no zoom.
+
+    Raises:
+        ValueError: For bounds outside -1 < lower <= upper, or a zoom with
+            `affine=False` (the zoom is part of the affine transform).
     """
     bounds = (-zoom_range, zoom_range) if np.isscalar(zoom_range) else tuple(zoom_range)
     if len(bounds) != 2 or not -1 < float(bounds[0]) <= float(bounds[1]):
@@ -169,16 +173,20 @@ def zoom_bounds(zoom_range):
             f"-1 < lower <= upper; positive values zoom out. Got {zoom_range!r}; e.g. "
             "(-0.1, 0.2)."
         )
-    return float(bounds[0]), float(bounds[1])
+    bounds = float(bounds[0]), float(bounds[1])
+    if bounds != (0.0, 0.0) and not affine:
+        raise ValueError("`zoom_range` is part of the affine transform: set `affine=True`.")
+    return bounds
 
 
-def _affine_matrix(rng, shape, max_rotation, max_shift, zoom_range=(0.0, 0.0)):
+def _affine_matrix(rng, shape, max_rotation, max_shift, zoom=(0.0, 0.0)):
     """The 2x3 matrix mapping output to source pixel coordinates: a rotation
     by up to `max_rotation` degrees about the centre, a shift by up to
-    `max_shift` pixels along each axis and a zoom drawn from `zoom_range`."""
+    `max_shift` pixels along each axis and a zoom drawn from the checked
+    bounds `zoom` (`zoom_bounds`)."""
     angle = rng.uniform(-max_rotation, max_rotation)
     shift = rng.uniform(-max_shift, max_shift, size=2)
-    lower, upper = zoom_bounds(zoom_range)
+    lower, upper = zoom
     # No draw without a zoom, so that runs without one keep their random streams.
     scale = rng.uniform(1.0 + lower, 1.0 + upper) if (lower, upper) != (0.0, 0.0) else 1.0
     centre = ((shape[1] - 1) / 2.0, (shape[0] - 1) / 2.0)
@@ -202,7 +210,8 @@ def random_affine(
     image, others = _check(image, others)
     flags = _interpolation(interpolation)
     kinds = _kinds(others, kinds)
-    matrix = _affine_matrix(_rng(rng), image.shape, max_rotation, max_shift, zoom_range)
+    zoom = zoom_bounds(zoom_range)
+    matrix = _affine_matrix(_rng(rng), image.shape, max_rotation, max_shift, zoom)
     size = (image.shape[1], image.shape[0])
 
     def warp(array, flag):
@@ -285,9 +294,7 @@ class Augmenter:
         self.elastic, self.grid, self.sigma = elastic, grid, sigma
         self.symmetries, self.affine = symmetries, affine
         self.max_rotation, self.max_shift = max_rotation, max_shift
-        self.zoom_range = zoom_bounds(zoom_range)
-        if self.zoom_range != (0.0, 0.0) and not affine:
-            raise ValueError("`zoom_range` is part of the affine transform: set `affine=True`.")
+        self.zoom_range = zoom_bounds(zoom_range, affine)
         self.gray, self.brightness, self.contrast, self.gamma = gray, brightness, contrast, gamma
         self.interpolation = interpolation
 

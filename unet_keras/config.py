@@ -94,9 +94,7 @@ class TrainConfig:
 
     def __post_init__(self):
         self.val_slices = tuple(int(i) for i in self.val_slices)
-        self.zoom_range = zoom_bounds(self.zoom_range)
-        if self.zoom_range != (0.0, 0.0) and not self.affine:
-            raise ValueError("`zoom_range` is part of the affine transform: set `affine=True`.")
+        self.zoom_range = zoom_bounds(self.zoom_range, self.affine)
         if not self.val_slices:
             raise ValueError(
                 "`val_slices` must name at least one held-out slice: the best model is "
