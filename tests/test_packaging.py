@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 from unet_keras.datasets import isbi2012
 
@@ -80,9 +81,31 @@ def test_wheel_metadata_matches_requirements_and_cli(wheel):
     assert extra("dev") == _listed("requirements-dev.txt") - {"torch"}
 
 
-def _listed(requirements_file):
+def _requirements(requirements_file):
     lines = (REPO / requirements_file).read_text().splitlines()
-    return {Requirement(line).name.lower() for line in lines if line.strip()[:1] not in ("", "#")}
+    return [Requirement(line) for line in lines if line.strip()[:1] not in ("", "#")]
+
+
+def _listed(requirements_file):
+    return {r.name.lower() for r in _requirements(requirements_file)}
+
+
+def test_the_oldest_pins_are_the_floors_of_every_requirement():
+    """`make test-oldest` checks the floors of requirements.txt and pyproject.toml
+    only if requirements-oldest.txt pins each package at exactly its floor."""
+    floors = {r.name.lower(): r for r in _requirements("requirements.txt")}
+    pins = {r.name.lower(): r for r in _requirements("requirements-oldest.txt")}
+    assert pins.keys() == floors.keys()
+    pyproject = (REPO / "pyproject.toml").read_text()
+    for name, requirement in floors.items():
+        (floor,) = [Version(s.version) for s in requirement.specifier if s.operator == ">="]
+        (pin,) = pins[name].specifier
+        assert pin.operator == "==", pins[name]
+        # The first release of the floor: "3.6" is pinned as 3.6.0, opencv's "4.9" as 4.9.0.80.
+        assert Version(pin.version).release[: len(floor.release)] == floor.release, name
+        assert requirement.specifier.contains(pin.version), name
+        # pyproject.toml states the same floor as requirements.txt.
+        assert f'"{requirement}"' in pyproject, name
 
 
 def test_wheel_imports_without_the_source_tree(wheel, tmp_path):
