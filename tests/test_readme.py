@@ -1,6 +1,7 @@
 """The README's Python example runs as written (on the data mirror)."""
 
 import ast
+import importlib.util
 import os
 import re
 import subprocess
@@ -18,6 +19,10 @@ def readme_example():
     return re.search(r"```python\n(.*?)```", README.read_text(), re.S).group(1)
 
 
+@pytest.mark.skipif(
+    importlib.util.find_spec("tensorflow") is None,
+    reason="checks TensorFlow's oneDNN switch, and a JAX or PyTorch install may lack TensorFlow",
+)
 def test_readme_example_imports_unet_keras_before_keras():
     """Keras first would load TensorFlow before `unet_keras` can turn its oneDNN
     kernels on: the example would train 1.4-2.3x slower, under a warning."""
