@@ -66,7 +66,7 @@ test-jax: $(JAX_STAMP)
 
 # The whole suite on TensorFlow with the oldest versions requirements.txt allows
 # (requirements-oldest.txt) and the oldest Python pyproject.toml allows, in a virtualenv of
-# its own. Not part of `make test`, which it would lengthen by about 7 minutes on 2 cores.
+# its own. Not part of `make test`, which it would lengthen by about 8 minutes on 2 cores.
 # OLDEST_PYTHON names another interpreter, e.g. OLDEST_PYTHON=~/.pyenv/versions/3.10.13/bin/python.
 OLDEST_PYTHON ?= python3.10
 OLDEST_VENV := .venv-oldest
