@@ -7,7 +7,9 @@ import numpy as np
 import pytest
 
 from unet_keras.budget import (
+    FIXED_SECONDS,
     SHORTEST,
+    FineTuningDeadline,
     as_started,
     choose_within_budget,
     describe_fit,
@@ -136,6 +138,82 @@ def test_where_nothing_fits_the_last_configuration_is_shortened():
     assert len(sentences) == 2 and "leaves" in sentences[1]
     with pytest.raises(ValueError, match="at least one"):
         choose_within_budget([], StepTimes({}))
+
+
+class Clock:
+    """A `clock` for the budget: `now` seconds, moved by the test, and by each
+    timing of a candidate (`StepTimes`) if asked to."""
+
+    def __init__(self, now=0.0):
+        self.now = now
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_time_spent_before_the_training_counts():
+    """The 24-filter preset at 0.80 s a step (the AVX-512 machine of 7 December 2026,
+    about 17 minutes): within 20 minutes after a set-up of 90 s, not after one of
+    four minutes, when the 16-filter preset is trained instead."""
+    chain = [TrainConfig.for_slower_bfloat16_cpu(time_budget_minutes=20),
+             TrainConfig(time_budget_minutes=20)]
+    clock = Clock(now=1_000.0)
+    chosen, sentences = choose_within_budget(chain, StepTimes({24: 0.80, 16: 0.40}),
+                                             started_at=910.0, clock=clock)
+    assert chosen is chain[0]
+    assert sentences == [
+        "At 0.80 s per training step, 750 steps and 150 of fine-tuning take about 17 minutes, "
+        "within the budget of 20 (about 2 minutes of it spent before the training)."
+    ]
+    chosen, sentences = choose_within_budget(chain, StepTimes({24: 0.80, 16: 0.40}),
+                                             started_at=760.0, clock=clock)
+    assert chosen is chain[1]
+    assert "more than the budget of 20 (about 4 minutes of it spent before the training)" in (
+        sentences[0])
+    # Without a start, the budget counts from the choice: nothing is spent.
+    assert choose_within_budget(chain, StepTimes({24: 0.80}))[0] is chain[0]
+
+
+def test_the_time_spent_shortens_the_last_configuration_further():
+    config = TrainConfig(time_budget_minutes=20)
+    assert fit_to_budget(config, 1.2, spent_seconds=0) is config
+    late = fit_to_budget(config, 1.2, spent_seconds=300)
+    assert late.steps_per_epoch < config.steps_per_epoch
+    assert 300 + estimate_seconds(late, 1.2) <= 20 * 60
+    assert "still" not in describe_fit(config, late, 1.2, 300)
+    assert "still take" in describe_fit(config, fit_to_budget(config, 1.2, 1100), 1.2, 1100)
+
+
+def deadline_steps(deadline, config, step_seconds, steps, first_step=10.0):
+    """Runs `FineTuningDeadline` over `steps` steps of `step_seconds` (the first,
+    which traces, `first_step`) and returns it."""
+    clock = Clock()
+    guard = FineTuningDeadline(deadline, config, clock=clock)
+    guard.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    guard.model.stop_training = False
+    for step in range(steps):
+        clock.now += first_step if step == 0 else step_seconds
+        guard.on_train_batch_end(step)
+        if guard.model.stop_training:
+            break
+    return guard
+
+
+def test_the_deadline_stops_the_fine_tuning_where_the_predictions_would_end_late():
+    config = TrainConfig()  # TTA and the learned merging: 100 fine-tuning steps of predictions
+    after = (90 + 65) / 1.55 + 1  # the predictions and the next step, in steps
+    # 2 s a step after a first of 10 s: step k ends at 10 + 2k; it stops at the first
+    # whose end leaves less than the predictions, one step and the scoring.
+    guard = deadline_steps(400.0, config, 2.0, steps=150)
+    last = 10 + 2 * (guard.stopped_after - 1)
+    assert last + 2 * after + FIXED_SECONDS > 400 >= last - 2 + 2 * after + FIXED_SECONDS
+    assert guard.stopped_after == 81
+    # With time to spare it never stops, and it never stops on the first step alone.
+    assert deadline_steps(10_000.0, config, 2.0, steps=150).stopped_after is None
+    assert deadline_steps(0.0, config, 2.0, steps=1).stopped_after is None
+    assert deadline_steps(0.0, config, 2.0, steps=150).stopped_after == 2
+    # Without TTA the predictions take an eighth as long: more steps fit.
+    assert deadline_steps(400.0, TrainConfig(tta=False), 2.0, steps=300).stopped_after > 150
 
 
 def test_a_restart_is_the_configuration_it_started_as():

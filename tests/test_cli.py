@@ -36,11 +36,12 @@ def test_train_presets(monkeypatch, capsys):
     import unet_keras.train
     from unet_keras.config import PRESETS, TrainConfig
 
-    seen, offered = [], []
+    seen, offered, starts = [], [], []
 
-    def fake_train(config, verbose, fallbacks=()):
+    def fake_train(config, verbose, fallbacks=(), started_at=None):
         seen.append(config)
         offered.append(list(fallbacks))
+        starts.append(started_at)
 
     monkeypatch.setattr(unet_keras.train, "train", fake_train)
     for preset in PRESETS:  # every preset is a choice of --preset
@@ -65,6 +66,10 @@ def test_train_presets(monkeypatch, capsys):
     ]
     announced = capsys.readouterr().out
     assert "machine; the cpu-bf16-24 or cpu preset if it does not fit the time budget" in announced
+    # make train's start, so that the budget counts its set-up.
+    assert starts[-1] is None
+    assert main(["train", "--time-budget-minutes", "20", "--started-at", "1796600000"]) == 0
+    assert starts[-1] == 1796600000
 
 
 @pytest.fixture(scope="module")
@@ -292,7 +297,7 @@ def test_an_unreachable_data_server_is_a_clear_error(tmp_path, monkeypatch, caps
 def test_ctrl_c_in_train_says_how_to_resume(tmp_path, monkeypatch, capsys):
     import unet_keras.train
 
-    def interrupted(config, verbose, fallbacks=()):
+    def interrupted(config, verbose, fallbacks=(), started_at=None):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(unet_keras.train, "train", interrupted)

@@ -158,3 +158,28 @@ def test_fine_tuning_resumes_from_its_saved_state(real_mask, tmp_path):
     assert again.seen == list(range(25, 30))  # the 25 saved steps were not repeated
     assert int(ops.convert_to_numpy(tuned.optimizer.iterations)) == 30
     assert isinstance(tuned.loss, MergeWeightedLoss)
+
+
+class StopTrainingAt(keras.callbacks.Callback):
+    """Ends the training the Keras way, like `budget.FineTuningDeadline`."""
+
+    def __init__(self, step):
+        super().__init__()
+        self.step = step
+
+    def on_train_batch_end(self, batch, logs=None):
+        if batch == self.step:
+            self.model.stop_training = True
+
+
+@pytest.mark.backends
+def test_a_callback_ends_the_fine_tuning_after_its_step(real_mask):
+    images = np.repeat(real_mask[None, ..., None].astype("float32"), 2, axis=0)
+    tiles = TileDataset(images, images, tile_size=32, batch_size=2, steps=10, seed=0)
+    tuned = fine_tune_merges(build_unet((None, None, 1), depth=2, filters=2), tiles,
+                             BCEDiceLoss(), callbacks=[StopTrainingAt(2)], verbose=0)
+    assert int(ops.convert_to_numpy(tuned.optimizer.iterations)) == 3
+    # A model that was stopped before trains its whole fine-tuning the next time.
+    again = fine_tune_merges(tuned, TileDataset(images, images, tile_size=32, batch_size=2,
+                                                steps=4, seed=1), BCEDiceLoss(), verbose=0)
+    assert int(ops.convert_to_numpy(again.optimizer.iterations)) == 4

@@ -5,7 +5,13 @@ import json
 import pytest
 
 from unet_keras.config import TrainConfig
-from unet_keras.progress import PROGRESS, finished_run, read_progress, record_progress
+from unet_keras.progress import (
+    PROGRESS,
+    finished_run,
+    fit_callbacks,
+    read_progress,
+    record_progress,
+)
 
 
 def test_stages_are_added_to_the_record(tmp_path):
@@ -43,3 +49,14 @@ def test_a_run_is_finished_when_its_scores_are_written_and_nothing_is_left(tmp_p
     (run_dir / "config.json").unlink()
     with pytest.raises(ValueError, match="its config.json is missing"):
         finished_run(run_dir, [config])
+
+
+def test_ema_weights_are_swapped_in_before_the_checkpoint(tmp_path):
+    config = TrainConfig(runs_dir=str(tmp_path), ema=0.99)
+    names = [type(c).__name__ for c in fit_callbacks(config, resuming=False)]
+    # BackupAndRestore must save the raw weights, ModelCheckpoint the averaged ones.
+    assert names.index("BackupAndRestore") < names.index("SwapEMAWeights")
+    assert names.index("SwapEMAWeights") < names.index("ModelCheckpoint")
+    assert "SwapEMAWeights" not in [
+        type(c).__name__ for c in fit_callbacks(TrainConfig(runs_dir=str(tmp_path)), resuming=False)
+    ]

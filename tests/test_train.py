@@ -3,6 +3,7 @@ folder, and an interrupted run resumes from its backup."""
 
 import dataclasses
 import json
+import time
 
 import keras
 import numpy as np
@@ -12,7 +13,7 @@ import tifffile
 from unet_keras.backend_utils import DeviceInfo
 from unet_keras.datasets import load_isbi2012
 from unet_keras.plots import read_history
-from unet_keras.train import TrainConfig, _callbacks, build_model, format_scores, train
+from unet_keras.train import TrainConfig, build_model, format_scores, train
 
 pytestmark = pytest.mark.slow
 
@@ -308,6 +309,25 @@ def test_time_budget_shortens_the_run_and_a_restart_keeps_its_steps(tmp_path, is
     assert first.filters == 4  # the fallback's network, not the larger one
 
 
+@pytest.mark.usefixtures("functions_run_eagerly")
+def test_a_spent_budget_shortens_the_fine_tuning_and_says_so(tmp_path, isbi_data):
+    """`make train` after a set-up that used up its budget: the budget halves
+    the steps, and the clock stops the fine-tuning at its second step, the first
+    after one is timed. config.json and metrics.json say what was trained, and
+    the finished run is kept by the next call."""
+    config = tiny_config(tmp_path, isbi_data, epochs=1, steps_per_epoch=2, malis_steps=8,
+                         overlays=False, time_budget_minutes=1)
+    with pytest.raises(ValueError, match="in the future"):
+        train(config, verbose=0, started_at=time.time() + 3600)
+    metrics = train(config, verbose=0, started_at=time.time() - 3600)
+    saved = TrainConfig.from_json((config.run_dir / "config.json").read_text())
+    assert (saved.steps_per_epoch, saved.malis_steps) == (1, 2)  # halved, then stopped
+    assert metrics["malis_steps"] == 2
+    assert len(read_history(config.run_dir / "history.csv")["loss"]) == 1
+    assert not (config.run_dir / "malis").exists()
+    assert train(config, verbose=0) == json.loads((config.run_dir / "metrics.json").read_text())
+
+
 def test_weighted_loss_with_the_valid_network(tmp_path, isbi_data):
     """The paper's setting: valid convolutions, border weight maps as sample weights."""
     config = tiny_config(
@@ -392,17 +412,6 @@ def test_deeply_supervised_run(tmp_path, isbi_data, architecture, output, capsys
     assert main(["predict", "--model", str(config.run_dir / "model.keras"),
                  "--input", str(images), "--output", str(out), "--no-tta"]) == 0
     assert tifffile.imread(out).shape == (1, 70, 90)
-
-
-def test_ema_weights_are_swapped_in_before_the_checkpoint(tmp_path):
-    config = TrainConfig(runs_dir=str(tmp_path), ema=0.99)
-    names = [type(c).__name__ for c in _callbacks(config, config.run_dir, False, ())]
-    # BackupAndRestore must save the raw weights, ModelCheckpoint the averaged ones.
-    assert names.index("BackupAndRestore") < names.index("SwapEMAWeights")
-    assert names.index("SwapEMAWeights") < names.index("ModelCheckpoint")
-    assert "SwapEMAWeights" not in [
-        type(c).__name__ for c in _callbacks(TrainConfig(), config.run_dir, False, ())
-    ]
 
 
 def test_training_batches_come_from_threads(isbi_data):

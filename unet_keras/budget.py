@@ -18,11 +18,20 @@ bfloat16 preset took 0.60 s on one AVX-512 machine and 1.5 s on another. So
 (`choose_within_budget`): it trains the first whose whole schedule fits, and
 shortens only the last. A measured configuration is trained as measured, or
 the next smaller one is.
+
+The budget counts from the run's start (`make train` passes the moment it
+began, so that the set-up counts too), and the estimate still errs by 10-20%
+between machines. So the clock, not the estimate, ends the fine-tuning against
+merges: `FineTuningDeadline` stops it early where the predictions after it
+would not end in time. It is the last stage that trains, and the only one
+whose length is still open once the epochs have run.
 """
 
 import dataclasses
+import statistics
 import time
 
+import keras
 import numpy as np
 
 FIT_STEP_COST = 1.15  # a step inside `fit`: with each epoch's validation and checkpoints
@@ -55,6 +64,12 @@ def time_training_step(model, batch, repeats=3):
     return float(np.median(times))
 
 
+def _prediction_units(config):
+    """The predictions after the training, in training steps."""
+    units = PREDICT_COST + (MERGING_COST if config.learned_merging else 0)
+    return units if config.tta else units / 8
+
+
 def estimate_seconds(config, step_seconds):
     """The estimated wall time of `train(config)`, set-up excluded.
 
@@ -71,15 +86,14 @@ def estimate_seconds(config, step_seconds):
 def _stage_seconds(config, step_seconds):
     """The estimate in two parts: what a budget cannot shorten (the fixed costs
     and the prediction), and the steps it can."""
-    predict = PREDICT_COST + (MERGING_COST if config.learned_merging else 0)
-    predict = predict if config.tta else predict / 8
+    predict = _prediction_units(config)
     steps = (FIT_STEP_COST * config.epochs * config.steps_per_epoch
              + MERGE_STEP_COST * config.malis_steps)
     return FIXED_SECONDS + step_seconds * predict, step_seconds * steps
 
 
-def fit_to_budget(config, step_seconds):
-    """The config with as many of its steps as fit its time budget.
+def fit_to_budget(config, step_seconds, spent_seconds=0.0):
+    """The config with as many of its steps as fit what is left of its time budget.
 
     The steps of every epoch and of the fine-tuning are shortened by one
     factor, and never below `SHORTEST` of them: a run that would need fewer
@@ -89,14 +103,15 @@ def fit_to_budget(config, step_seconds):
     Args:
         config: A `TrainConfig`; `time_budget_minutes=0` means no budget.
         step_seconds: Seconds of one training step (`time_training_step`).
+        spent_seconds: Seconds of the budget spent before the run (the set-up).
 
     Returns:
         `config` itself if it fits, else a copy with fewer `steps_per_epoch`
         and `malis_steps`.
     """
-    budget = 60 * config.time_budget_minutes
+    budget = 60 * config.time_budget_minutes - spent_seconds
     fixed, steps = _stage_seconds(config, step_seconds)
-    if not budget or fixed + steps <= budget:
+    if not config.time_budget_minutes or fixed + steps <= budget:
         return config
     scale = max(SHORTEST, (budget - fixed) / steps)
     return dataclasses.replace(
@@ -106,30 +121,32 @@ def fit_to_budget(config, step_seconds):
     )
 
 
-def describe_fit(requested, fitted, step_seconds):
+def describe_fit(requested, fitted, step_seconds, spent_seconds=0.0):
     """A sentence on what `fit_to_budget` did, for the run's log.
 
     Args:
         requested: The config before `fit_to_budget`.
         fitted: Its result.
         step_seconds: The timed step.
+        spent_seconds: As for `fit_to_budget`.
 
     Returns:
         The sentence.
     """
-    budget = requested.time_budget_minutes
+    budget = f"{requested.time_budget_minutes:g}{_spent(spent_seconds)}"
     head = _head(requested, step_seconds)
     if fitted is requested:
-        return f"{head}, within the budget of {budget:g}."
-    text = f"{head}; the budget of {budget:g} minutes leaves {_steps(fitted)}"
-    over = estimate_seconds(fitted, step_seconds)
-    if over > 60 * budget:
+        return f"{head}, within the budget of {budget}."
+    text = f"{head}; the budget of {budget} minutes leaves {_steps(fitted)}"
+    over = spent_seconds + estimate_seconds(fitted, step_seconds)
+    if over > 60 * requested.time_budget_minutes:
         text += f", which still take {_minutes(over)}"
     return text + " (--time-budget-minutes 0 trains them all)."
 
 
-def choose_within_budget(candidates, time_step):
-    """The first configuration whose whole schedule fits its time budget.
+def choose_within_budget(candidates, time_step, started_at=None, clock=time.time):
+    """The first configuration whose whole schedule fits what is left of its
+    time budget.
 
     Args:
         candidates: `TrainConfig`s, the preferred (largest) first, each with
@@ -137,6 +154,10 @@ def choose_within_budget(candidates, time_step):
         time_step: A function of a config that returns the seconds of one of
             its training steps, e.g. `time_training_step` of a throwaway model.
             It is called for each candidate tried, in order.
+        started_at: When the budget began, as `clock()` gives it (`make train`
+            passes its own start); None: now. The time since then, the timing
+            of the candidates included, is spent.
+        clock: The time in seconds, `time.time`.
 
     Returns:
         `(config, sentences)`: the first candidate that fits unchanged or, if
@@ -148,18 +169,59 @@ def choose_within_budget(candidates, time_step):
     """
     if not candidates:
         raise ValueError("`candidates` must hold at least one TrainConfig.")
+    started_at = clock() if started_at is None else started_at
     sentences = []
     for config, smaller in zip(candidates, [*candidates[1:], None]):
         step_seconds = time_step(config)
-        fitted = fit_to_budget(config, step_seconds)
+        spent = clock() - started_at
+        fitted = fit_to_budget(config, step_seconds, spent)
         if fitted is config or smaller is None:
-            sentences.append(describe_fit(config, fitted, step_seconds))
+            sentences.append(describe_fit(config, fitted, step_seconds, spent))
             return fitted, sentences
         sentences.append(
             f"{_head(config, step_seconds)}, more than the budget of "
-            f"{config.time_budget_minutes:g}: the {smaller.filters}-filter configuration "
-            f"instead of the {config.filters}-filter one."
+            f"{config.time_budget_minutes:g}{_spent(spent)}: the {smaller.filters}-filter "
+            f"configuration instead of the {config.filters}-filter one."
         )
+
+
+class FineTuningDeadline(keras.callbacks.Callback):
+    """Stops the fine-tuning against merges where the run would end past its
+    deadline.
+
+    After each step it takes the median of the steps so far (the first, which
+    traces the step, is not counted) and stops the fine-tuning if one more step
+    and the predictions after it would end later than `deadline`. The
+    predictions count as many fine-tuning steps as the budget's estimate gives
+    them (`PREDICT_COST`, `MERGING_COST` over `MERGE_STEP_COST`), and
+    `FIXED_SECONDS` more for the scoring. So a machine slower than its
+    estimate loses steps of the fine-tuning rather than overrun the budget.
+
+    Args:
+        deadline: When the run should end, as `clock()` gives it.
+        config: The run's `TrainConfig` (its test-time augmentation and
+            learned merging make the predictions longer).
+        clock: The time in seconds, `time.time`.
+
+    Attributes:
+        stopped_after: The steps done when it stopped the fine-tuning; None
+            while it has not.
+    """
+
+    def __init__(self, deadline, config, clock=time.time):
+        super().__init__()
+        self.deadline, self.clock = deadline, clock
+        self.predictions = _prediction_units(config) / MERGE_STEP_COST
+        self.stopped_after, self._times = None, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._times.append(self.clock())
+        if len(self._times) < 2:  # the first step traces: time from the second on
+            return
+        step = statistics.median(np.diff(self._times))
+        if self._times[-1] + step * (1 + self.predictions) + FIXED_SECONDS > self.deadline:
+            self.model.stop_training = True
+            self.stopped_after = batch + 1
 
 
 def as_started(candidates, started):
@@ -228,6 +290,11 @@ def _steps(config):
 def _head(config, step_seconds):
     return (f"At {step_seconds:.2f} s per training step, {_steps(config)} take "
             f"{_minutes(estimate_seconds(config, step_seconds))}")
+
+
+def _spent(seconds):
+    """`" (about 2 minutes of it spent before the training)"`, or nothing."""
+    return f" ({_minutes(seconds)} of it spent before the training)" if seconds >= 30 else ""
 
 
 def _minutes(seconds):

@@ -64,7 +64,7 @@ def _train(args):
         config = TrainConfig.from_preset(presets[0], **overrides)
     fallbacks = [TrainConfig.from_preset(p, **overrides) for p in presets[1:]]
     try:
-        train(config, verbose=args.verbose, fallbacks=fallbacks)
+        train(config, verbose=args.verbose, fallbacks=fallbacks, started_at=args.started_at)
     except KeyboardInterrupt:
         # A Ctrl-C loses at most the current epoch (or 25 steps of the fine-tuning):
         # say so, instead of a traceback that looks like a crash.
@@ -279,6 +279,9 @@ def make_parser():
                         "the machine)")
     p.add_argument("--config", help="a config.json of an earlier run to start from")
     p.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (0, 1, 2)")
+    p.add_argument("--started-at", type=float, default=None, metavar="SECONDS",
+                   help="the Unix time the --time-budget-minutes count from (default: now; "
+                        "make train passes its own start, so that the set-up counts)")
     _add_config_arguments(p)
     p.set_defaults(run=_train)
 

@@ -193,7 +193,9 @@ def fine_tune_merges(model, dataset, loss, *, weight=MERGE_WEIGHT,
         state_path: A `.keras` file. The model and its optimiser are saved
             there every 25 steps; if it exists, fine-tuning resumes from it,
             at the step its optimiser had reached.
-        callbacks: Keras callbacks; they see `on_train_batch_end`.
+        callbacks: Keras callbacks; they see `on_train_batch_end`, and one
+            that sets `model.stop_training` ends the fine-tuning after that
+            step (e.g. `budget.FineTuningDeadline`).
         jit_compile: XLA compilation of the training step, as in `compile`.
         verbose: 1 shows Keras's progress bar.
 
@@ -215,11 +217,14 @@ def fine_tune_merges(model, dataset, loss, *, weight=MERGE_WEIGHT,
         callback.set_model(model)
     steps = len(dataset)
     bar = keras.utils.Progbar(steps, verbose=verbose, unit_name="step")
+    model.stop_training = False
     for step in range(done, steps):
         value = merge_step(model, *dataset[step][:2])
         for callback in callbacks:
             callback.on_train_batch_end(step, {"loss": value})
-        bar.update(step + 1, [("loss", value)])
+        bar.update(step + 1, [("loss", value)], finalize=model.stop_training or None)
+        if model.stop_training:
+            break
         if state_path and ((step + 1) % 25 == 0 or step + 1 == steps):
             model.save(state_path)
     return model

@@ -6,7 +6,9 @@ A run folder's `progress.json` gains `train_seconds` when the epochs end and
 once `metrics.json` is written. Inside a stage, Keras's `BackupAndRestore`
 (the epochs) and `malis/` (the fine-tuning) hold the state to resume from.
 A folder with `metrics.json` and none of these holds a finished run, which
-`train` keeps rather than trains over (`finished_run`).
+`train` keeps rather than trains over (`finished_run`). `fit_callbacks` gives
+`fit` those callbacks, with the checkpoint and the history that a resumed run
+continues.
 """
 
 import json
@@ -15,8 +17,10 @@ from pathlib import Path
 
 import keras
 
+from unet_keras.backend_utils import KeepFreedMemory
 from unet_keras.budget import differences_from_request
 from unet_keras.config import TrainConfig
+from unet_keras.plots import read_history
 
 PROGRESS = "progress.json"
 
@@ -109,3 +113,53 @@ class RecordEpochsDone(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         record_progress(self.run_dir, train_seconds=time.perf_counter() - self.start)
+
+
+def fit_callbacks(config, resuming, extra_callbacks=(), monitor="val_dice"):
+    """The Keras callbacks of `train`'s `fit`, in the order they must run.
+
+    Args:
+        config: The run's `TrainConfig` (its run folder, `ema`,
+            `reduce_lr_on_plateau` and `tensorboard`).
+        resuming: Whether `fit` resumes from `BackupAndRestore`'s backup: the
+            history is appended to, and the checkpoint keeps the best epoch
+            before the restart unless a later one beats it.
+        extra_callbacks: More callbacks, last.
+        monitor: The logged value the checkpoint keeps the best of.
+
+    Returns:
+        The list of callbacks.
+    """
+    run_dir = config.run_dir
+    best = _best_so_far(run_dir / "history.csv", monitor) if resuming else None
+    callbacks = [
+        RecordEpochsDone(run_dir), keras.callbacks.BackupAndRestore(str(run_dir / "backup"))
+    ]
+    if config.ema:
+        # Before ModelCheckpoint: validation and the checkpoint see the averaged weights.
+        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
+    callbacks += [
+        keras.callbacks.ModelCheckpoint(
+            str(run_dir / "model.keras"), monitor=monitor, mode="max", save_best_only=True,
+            initial_value_threshold=best,
+        ),
+        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
+        keras.callbacks.TerminateOnNaN(),
+        KeepFreedMemory(),
+    ]
+    if config.reduce_lr_on_plateau:
+        callbacks.append(
+            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", patience=5, factor=0.5)
+        )
+    if config.tensorboard:
+        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
+    return callbacks + list(extra_callbacks)
+
+
+def _best_so_far(history_csv, monitor):
+    """The best monitored value of the finished epochs of a resumed run, so
+    that the checkpoint is not overwritten by a worse epoch after the restart."""
+    if not history_csv.is_file():
+        return None
+    values = read_history(history_csv).get(monitor)
+    return max(values) if values else None

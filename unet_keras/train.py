@@ -23,20 +23,25 @@ it stopped: from its last finished epoch, from the fine-tuning's last saved
 step, or, once the model is final, with the predictions.
 """
 
+import dataclasses
 import shutil
 import time
 
 import keras
 
 from unet_keras.backend_utils import (
-    KeepFreedMemory,
     choose_precision,
     detect_device,
     slow_cpu_backend_hint,
     supports_jit,
     unseen_gpu_hint,
 )
-from unet_keras.budget import as_started, choose_within_budget, time_training_step
+from unet_keras.budget import (
+    FineTuningDeadline,
+    as_started,
+    choose_within_budget,
+    time_training_step,
+)
 from unet_keras.config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: F401 (the API)
 from unet_keras.datasets import download_isbi2012, load_isbi2012, split_slices
 from unet_keras.family import build_unet3plus, build_unet_plus_plus, prediction_network
@@ -47,11 +52,11 @@ from unet_keras.malis import fine_tune_merges
 from unet_keras.metrics import BinaryIoU, DiceCoefficient
 from unet_keras.model import build_unet
 from unet_keras.pipeline import PerOutputDataset, TileDataset
-from unet_keras.plots import plot_history, read_history
+from unet_keras.plots import plot_history
 from unet_keras.progress import (
     PROGRESS,
-    RecordEpochsDone,
     finished_run,
+    fit_callbacks,
     read_progress,
     record_progress,
 )
@@ -137,41 +142,6 @@ def dice_key(model):
     return f"{prediction_network(model).output_names[0]}_dice"
 
 
-def _best_so_far(history_csv, monitor):
-    """The best monitored value of the finished epochs of a resumed run, so
-    that the checkpoint is not overwritten by a worse epoch after the restart."""
-    if not history_csv.is_file():
-        return None
-    values = read_history(history_csv).get(monitor)
-    return max(values) if values else None
-
-
-def _callbacks(config, run_dir, resuming, extra_callbacks, monitor="val_dice"):
-    best = _best_so_far(run_dir / "history.csv", monitor) if resuming else None
-    callbacks = [
-        RecordEpochsDone(run_dir), keras.callbacks.BackupAndRestore(str(run_dir / "backup"))
-    ]
-    if config.ema:
-        # Before ModelCheckpoint: validation and the checkpoint see the averaged weights.
-        callbacks.append(keras.callbacks.SwapEMAWeights(swap_on_epoch=True))
-    callbacks += [
-        keras.callbacks.ModelCheckpoint(
-            str(run_dir / "model.keras"), monitor=monitor, mode="max", save_best_only=True,
-            initial_value_threshold=best,
-        ),
-        keras.callbacks.CSVLogger(str(run_dir / "history.csv"), append=resuming),
-        keras.callbacks.TerminateOnNaN(),
-        KeepFreedMemory(),
-    ]
-    if config.reduce_lr_on_plateau:
-        callbacks.append(
-            keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode="max", patience=5, factor=0.5)
-        )
-    if config.tensorboard:
-        callbacks.append(keras.callbacks.TensorBoard(str(run_dir / "logs")))
-    return callbacks + list(extra_callbacks)
-
-
 def _output_size(config):
     """The size of a tile's prediction: smaller than the tile for valid padding."""
     if config.padding == "valid":
@@ -221,7 +191,7 @@ def _uses_jit(config, device):
     return supports_jit(device) if config.jit_compile == "auto" else config.jit_compile == "on"
 
 
-def _within_budget(candidates, images, masks, device, restarting, say):
+def _within_budget(candidates, images, masks, device, restarting, started_at, say):
     """The first of `candidates` that fits its time budget, or the last with as
     many steps as fit (`budget.choose_within_budget`), each timed on a
     throwaway model. A restarted run keeps the configuration and the steps it
@@ -238,25 +208,35 @@ def _within_budget(candidates, images, masks, device, restarting, say):
         batch = _datasets(config, images, masks, probe.output_names)[2][0]
         return time_training_step(probe, batch)
 
-    config, sentences = choose_within_budget(candidates, time_step)
+    config, sentences = choose_within_budget(candidates, time_step, started_at)
     for sentence in sentences:
         say(sentence)
     return config
 
 
-def _fine_tune(config, network, images, masks, run_dir, jit, callbacks, verbose):
+def _fine_tune(config, network, images, masks, jit, callbacks, deadline, say, verbose):
     """`config.malis_steps` steps of `malis.fine_tune_merges` on fresh tiles,
-    resumable from `run_dir/malis/`."""
+    resumable from `run_dir/malis/`; with a time budget, fewer where the run
+    would end past `deadline`. Returns the network and the config with the
+    steps it had."""
     # seed + 1: not the tiles of the first epoch.
     tiles = _training_tiles(config, images, masks, config.malis_steps, config.seed + 1)
-    return fine_tune_merges(
+    guard = FineTuningDeadline(deadline, config) if config.time_budget_minutes else None
+    network = fine_tune_merges(
         network, tiles, _loss(config), weight=config.malis_weight,
-        learning_rate=config.malis_learning_rate, state_path=run_dir / "malis" / "model.keras",
-        callbacks=callbacks, jit_compile=jit, verbose=verbose,
+        learning_rate=config.malis_learning_rate,
+        state_path=config.run_dir / "malis" / "model.keras",
+        callbacks=[*callbacks, *([guard] if guard else [])], jit_compile=jit, verbose=verbose,
     )
+    if guard and guard.stopped_after:
+        say(f"The fine-tuning stopped after {guard.stopped_after} of its {config.malis_steps} "
+            "steps, so that the run ends within its time budget.")
+        config = dataclasses.replace(config, malis_steps=guard.stopped_after)
+        (config.run_dir / "config.json").write_text(config.to_json())  # what was trained
+    return network, config
 
 
-def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
+def train(config=None, extra_callbacks=(), verbose=1, fallbacks=(), started_at=None):
     """Trains a U-Net on ISBI 2012 and writes the run folder.
 
     Downloads the data if needed, trains on the slices not held out, keeps
@@ -273,6 +253,8 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
             `time_budget_minutes`: the first that fits, or else the last,
             shortened (`budget.choose_within_budget`). Without a budget they
             are not trained, but a restart still resumes the one it started as.
+        started_at: When the time budget began, a `time.time()`; None: now.
+            `make train` passes its own start, so that the set-up counts.
 
     A folder that holds a finished run of the same configuration is kept as
     it is: `train` trains nothing and returns its scores.
@@ -281,11 +263,18 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
         The dict written to `metrics.json`.
 
     Raises:
-        ValueError: For a fallback with another run folder, or a run folder
-            that holds a finished run of another configuration.
+        ValueError: For a fallback with another run folder, a run folder
+            that holds a finished run of another configuration, or a
+            `started_at` in the future.
         RuntimeError: On TensorFlow, when `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS` is
             set (the model would not learn).
     """
+    started_at = time.time() if started_at is None else started_at
+    if started_at > time.time() + 1:
+        raise ValueError(
+            f"`started_at` ({started_at:.0f}) is in the future: give the time the run's "
+            "budget began, e.g. `date +%s` when the set-up started, or leave it out."
+        )
     config = config or TrainConfig.auto()
     if any(fallback.run_dir != config.run_dir for fallback in fallbacks):
         raise ValueError(
@@ -321,7 +310,7 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
     try:
         if config.time_budget_minutes or fallbacks:
             config = _within_budget([config, *fallbacks], images, masks, device,
-                                    resuming or bool(progress), say)
+                                    resuming or bool(progress), started_at, say)
         keras.utils.set_random_seed(config.seed)  # the same start as without a budget
         precision = choose_precision(config.mixed_precision, device)
         jit = _uses_jit(config, device)
@@ -337,7 +326,7 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
         )
         dice = dice_key(model)
         if "train_seconds" not in progress:
-            callbacks = _callbacks(config, run_dir, resuming, extra_callbacks, f"val_{dice}")
+            callbacks = fit_callbacks(config, resuming, extra_callbacks, f"val_{dice}")
             model.fit(
                 train_data, validation_data=val_data, epochs=config.epochs,
                 callbacks=callbacks, verbose=verbose,
@@ -359,8 +348,10 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
                     shutil.copyfile(run_dir / "model.keras", run_dir / "model_fit.keras")
                     malis_dir.mkdir()
                 start = time.perf_counter()
-                network = _fine_tune(config, network, images[train_idx], masks[train_idx],
-                                     run_dir, jit, extra_callbacks, verbose)
+                network, config = _fine_tune(
+                    config, network, images[train_idx], masks[train_idx], jit,
+                    extra_callbacks, started_at + 60 * config.time_budget_minutes, say, verbose,
+                )
                 malis_seconds = time.perf_counter() - start
                 network.save(run_dir / "model.keras")
             progress = record_progress(run_dir, malis_seconds=malis_seconds)
@@ -379,6 +370,7 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=()):
             "device": str(device), "precision": precision, "xla": jit,
             "train_seconds": round(progress["train_seconds"], 1),
             "malis_seconds": round(progress["malis_seconds"], 1),
+            "malis_steps": config.malis_steps,
             "train_slices": [int(i) for i in train_idx],
             "val_slices": [int(i) for i in val_idx], "tta": config.tta,
         },
