@@ -228,7 +228,7 @@ def _fine_tune(config, network, images, masks, jit, callbacks, deadline, say, ve
         state_path=config.run_dir / "malis" / "model.keras",
         callbacks=[*callbacks, *([guard] if guard else [])], jit_compile=jit, verbose=verbose,
     )
-    if guard and guard.stopped_after:
+    if guard and (guard.stopped_after or config.malis_steps) < config.malis_steps:
         say(f"The fine-tuning stopped after {guard.stopped_after} of its {config.malis_steps} "
             "steps, so that the run ends within its time budget.")
         config = dataclasses.replace(config, malis_steps=guard.stopped_after)
