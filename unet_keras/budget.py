@@ -28,7 +28,6 @@ whose length is still open once the epochs have run.
 """
 
 import dataclasses
-import statistics
 import time
 
 import keras
@@ -218,7 +217,7 @@ class FineTuningDeadline(keras.callbacks.Callback):
         self._times.append(self.clock())
         if len(self._times) < 2:  # the first step traces: time from the second on
             return
-        step = statistics.median(np.diff(self._times))
+        step = float(np.median(np.diff(self._times)))
         if self._times[-1] + step * (1 + self.predictions) + FIXED_SECONDS > self.deadline:
             self.model.stop_training = True
             self.stopped_after = batch + 1
