@@ -47,6 +47,17 @@ def test_weights_lie_on_the_membrane_and_count_every_pair(real_mask, rng):
     assert weights.sum() == pytest.approx(_different_cell_pairs(real_mask))
 
 
+@pytest.mark.parametrize("p", [0.0, 1e-17])
+def test_a_membrane_predicted_as_certain_interior_still_counts_every_pair(real_mask, rng, p):
+    """1 - p rounds to 1.0, a cell's own interior: the tie must charge the
+    membrane pixel, not the cell, or its pairs are lost."""
+    masks = [real_mask] + [(rng.random((5, 5)) < 0.5).astype(np.uint8) for _ in range(50)]
+    for mask in masks:
+        weights = merge_weights(np.full(mask.shape, p), mask)
+        assert weights.sum() == _different_cell_pairs(mask)
+        assert (weights[mask == 0] == 0).all()
+
+
 def test_an_opened_membrane_carries_the_pairs_it_merges(real_mask):
     """Erase part of the membrane between two large neighbours: the whole
     product of their sizes is charged to the gap, where the map must rise."""

@@ -82,7 +82,10 @@ def merge_weights(membrane_prob, membrane_mask):
     strength = np.minimum(interior[a], interior[b])
     order = np.argsort(-strength, kind="stable")
     a, b = a[order], b[order]
-    weakest = np.where(interior[a] <= interior[b], a, b)
+    # Charge the weaker end, and on a tie never a cell (nodes 1..cells): a
+    # membrane pixel with p below ~1e-16 also has interior 1.0, and pairs
+    # charged to a cell would be dropped. Two cells are never neighbours.
+    weakest = np.where((interior[a] <= interior[b]) & (a > cells), a, b)
 
     parent = list(range(len(interior)))
     cell_pixels = np.zeros(len(interior))
