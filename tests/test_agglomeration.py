@@ -96,8 +96,12 @@ def test_agglomeration_keeps_shapes_and_draws_closed_lines(misleading_isbi):
     assert labels.shape == (2, 512, 512) and labels.dtype == np.int32
     one = agglomerate_cells(maps[6], images[6, ..., 0], classifier)
     np.testing.assert_array_equal(one, labels[0])
+    # One slice with a channel axis, as predict_tiled returns it, is one slice too.
+    np.testing.assert_array_equal(agglomerate_cells(maps[6, ..., None], images[6], classifier), one)
     closed = agglomerate_membranes(maps[6], images[6, ..., 0], classifier)
     assert closed.shape == (512, 512) and closed.dtype == np.float32
+    closed_hw1 = agglomerate_membranes(maps[6, ..., None], images[6], classifier)
+    np.testing.assert_array_equal(np.squeeze(closed_hw1), closed)
     np.testing.assert_array_equal(closed == 1.0, (one == 0) | (maps[6] == 1.0))
     # A stricter threshold merges less: at least as many cells.
     assert agglomerate_cells(maps[6], images[6], classifier, 0.9).max() >= one.max()

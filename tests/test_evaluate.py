@@ -311,6 +311,26 @@ def test_default_thresholds():
     assert THRESHOLDS == pytest.approx(tuple(np.linspace(0, 1, 11)))
 
 
+SINGLE_SLICE_SHAPES = [
+    lambda a: a, lambda a: a[..., None], lambda a: a[None], lambda a: a[None, ..., None],
+]
+
+
+@pytest.mark.parametrize("as_prob", SINGLE_SLICE_SHAPES)
+@pytest.mark.parametrize("as_mask", SINGLE_SLICE_SHAPES)
+def test_one_slice_scores_the_same_in_every_shape(gap_and_specks, as_prob, as_mask):
+    """(H, W, 1), as `predict_tiled` returns one image, is one slice, not H."""
+    prob, mask = gap_and_specks
+    expected = score_isbi(prob, mask, thresholds=[0.3, 0.6])
+    result = score_isbi(as_prob(prob), as_mask(mask), thresholds=[0.3, 0.6])
+    assert result == expected and len(result["v_rand_per_slice"]) == 1
+
+
+def test_slices_of_different_shapes_are_refused_with_what_to_pass():
+    with pytest.raises(ValueError, match=r"\(8, 8, 1\).*\(2, 8, 8\).*masks of the predicted"):
+        score_isbi(np.zeros((8, 8, 1)), np.zeros((2, 8, 8)))
+
+
 @pytest.mark.parametrize(
     ("prob", "mask", "match"),
     [

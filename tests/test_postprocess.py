@@ -69,6 +69,21 @@ def test_shapes_and_slices(gap_and_specks):
 
 
 @pytest.mark.parametrize(
+    "reshape", [lambda a: a[..., None], lambda a: a[None], lambda a: a[None, ..., None]]
+)
+def test_one_slice_gives_the_same_cells_in_every_shape(gap_and_specks, reshape):
+    """(H, W, 1), as `predict_tiled` returns one image, is one slice, not H."""
+    prob, _ = gap_and_specks
+    labels = watershed_cells(prob)
+    assert labels.max() == 2  # the two cells of the fixture
+    shaped = watershed_cells(reshape(prob))
+    np.testing.assert_array_equal(shaped, labels.reshape(shaped.shape))
+    assert shaped.ndim == (2 if reshape(prob).shape[0] == 64 else 3)  # no channel axis
+    closed = watershed_membranes(reshape(prob))
+    np.testing.assert_array_equal(closed, watershed_membranes(prob).reshape(closed.shape))
+
+
+@pytest.mark.parametrize(
     "prob, options, message",
     [
         (np.full((8, 8), 1.5), {}, "in \\[0, 1\\]"),

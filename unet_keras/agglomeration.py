@@ -33,6 +33,7 @@ from unet_keras.evaluate import (
     _ground_truth_segments,
     _validate,
     as_membrane_slices,
+    is_single_slice,
 )
 from unet_keras.postprocess import _markers, _merge_seeds, draw_lines, ridge_membranes
 
@@ -314,7 +315,7 @@ def agglomerate_cells(membrane_prob, images, classifier, threshold=0.4):
         if len(found["pairs"]):
             seeds = _merge(found, classifier, threshold)
             labels[i] = watershed(slice_prob, seeds, connectivity=1, watershed_line=True)
-    return labels[0] if np.ndim(membrane_prob) == 2 else labels
+    return labels[0] if is_single_slice(membrane_prob) else labels
 
 
 def agglomerate_membranes(membrane_prob, images, classifier, threshold=0.4, ridges=True):

@@ -28,9 +28,10 @@ Segmentation, Arganda-Carreras et al. 2015). For each threshold and slice:
 
 Known deviations from Fiji, both in corner cases:
 
-* Fiji accumulates its thresholds (`th += 0.1`), so its last one is
-  0.9999999999999999 rather than 1.0 and a pixel with membrane probability
-  exactly 0 is still interior there; the thresholds here are exact.
+* Fiji accumulates its thresholds (`th += 0.1`): its 0.6 ... 1.0 lie one double
+  below those of `np.linspace` here (0.6 vs 0.6000000000000001, ...,
+  0.9999999999999999 vs 1.0), so a pixel whose interior probability is exactly
+  one of these (or membrane probability 0, at 1.0) is interior there, not here.
 * Fiji stores labels as 16-bit images; more than 65535 segments in a slice
   (never the case on ISBI data) would be clipped there, not here.
 
@@ -246,15 +247,19 @@ def rand_and_info_scores(pred_labels, true_labels):
 # ---------------------------------------------------------------------------
 # The ISBI 2012 score of membrane probability maps
 # ---------------------------------------------------------------------------
+def is_single_slice(array):
+    """Whether `array` is one `(H, W)` or `(H, W, 1)` slice (as `predict_tiled`
+    returns it): `(N, H, W)` stacks of width 1 are not supported."""
+    return np.ndim(array) == 2 or (np.ndim(array) == 3 and np.shape(array)[-1] == 1)
+
+
 def _as_slices(array, name):
     array = np.asarray(array)
-    if array.ndim == 4 and array.shape[-1] == 1:
-        array = array[..., 0]
-    elif array.ndim == 2:
-        array = array[None]
+    array = array[..., 0] if array.ndim in (3, 4) and array.shape[-1] == 1 else array
+    array = array[None] if array.ndim == 2 else array
     if array.ndim != 3:
         raise ValueError(
-            f"`{name}` must be (N, H, W), (N, H, W, 1) or a single (H, W) slice, "
+            f"`{name}` must be (N, H, W), (N, H, W, 1) or one (H, W) or (H, W, 1) slice, "
             f"got shape {array.shape}."
         )
     if array.size == 0:
@@ -265,8 +270,9 @@ def _as_slices(array, name):
 def as_membrane_slices(membrane_prob, dtype=np.float64):
     """Membrane probabilities as `(N, H, W)` slices, checked.
 
-    Accepts `(N, H, W)`, `(N, H, W, 1)` or one `(H, W)` slice; round-off up
-    to 1e-6 outside [0, 1] (from filtering or resampling) is clipped.
+    Accepts `(N, H, W)`, `(N, H, W, 1)` or one `(H, W)` or `(H, W, 1)` slice
+    (`is_single_slice`); round-off up to 1e-6 outside [0, 1] (from filtering
+    or resampling) is clipped.
 
     Raises:
         ValueError: For another shape, a non-numeric dtype, values that are
@@ -291,7 +297,9 @@ def _validate(membrane_prob, membrane_mask, thresholds):
     mask = _as_slices(membrane_mask, "membrane_mask")
     if prob.shape != mask.shape:
         raise ValueError(
-            f"`membrane_prob` {prob.shape} and `membrane_mask` {mask.shape} differ in shape."
+            f"`membrane_prob` {np.shape(membrane_prob)} and `membrane_mask` "
+            f"{np.shape(membrane_mask)} differ in shape as (N, H, W) slices: pass the masks of "
+            "the predicted slices, at the prediction's height and width."
         )
     if mask.dtype.kind not in "fiub" or not ((mask == 0) | (mask == 1)).all():
         raise ValueError(
@@ -333,11 +341,10 @@ def score_isbi(membrane_prob, membrane_mask, thresholds=None):
     averaged over slices, best over thresholds.
 
     Args:
-        membrane_prob: Membrane probabilities in [0, 1], `(N, H, W)`,
-            `(N, H, W, 1)` or one `(H, W)` slice. Round-off up to 1e-6
-            outside [0, 1] (from filtering or resampling) is clipped.
-        membrane_mask: Binary labels of the same shape, 1 = membrane,
-            0 = cell interior (ISBI label files: `label == 0`).
+        membrane_prob: Membrane probabilities in [0, 1], in a shape that
+            `as_membrane_slices` takes (round-off up to 1e-6 is clipped).
+        membrane_mask: Binary labels of the same slices, in any such shape,
+            1 = membrane, 0 = cell interior (ISBI label files: `label == 0`).
         thresholds: Thresholds of the interior probability `1 - prob`;
             default 0.0, 0.1, ..., 1.0 as the official scoring.
 

@@ -46,7 +46,7 @@ from skimage import graph
 from skimage.morphology import h_minima
 from skimage.segmentation import watershed
 
-from unet_keras.evaluate import as_membrane_slices
+from unet_keras.evaluate import as_membrane_slices, is_single_slice
 
 RIDGE_MIN_DEPTH = 0.1  # chosen on held-out slices 0-4 and 20-24 (docs/results.md)
 
@@ -151,7 +151,7 @@ def ridge_membranes(membrane_prob, min_depth=RIDGE_MIN_DEPTH):
 
     Args:
         membrane_prob: Membrane probabilities in [0, 1], `(N, H, W)`,
-            `(N, H, W, 1)` or one `(H, W)` slice.
+            `(N, H, W, 1)` or one `(H, W)` or `(H, W, 1)` slice.
         min_depth: Minima shallower than this (by how much higher the lowest
             way out of them is) seed no basin: they are noise, and a faint
             speck inside a membrane band would otherwise become a whole basin
@@ -197,8 +197,8 @@ def watershed_cells(
 
     Args:
         membrane_prob: Membrane probabilities in [0, 1], `(N, H, W)`,
-            `(N, H, W, 1)` or one `(H, W)` slice, e.g. the output of
-            `predict_tiled`.
+            `(N, H, W, 1)` or one `(H, W)` or `(H, W, 1)` slice, e.g. the
+            output of `predict_tiled`.
         marker_threshold: Pixels with a membrane probability below this are
             confident interior; their 4-connected regions seed the watershed.
         min_marker_size: Seeds with fewer pixels are dropped (0 keeps all).
@@ -220,7 +220,7 @@ def watershed_cells(
         as_membrane_slices(membrane_prob, np.float32), marker_threshold, min_marker_size,
         merge_threshold,
     )
-    return labels[0] if np.ndim(membrane_prob) == 2 else labels
+    return labels[0] if is_single_slice(membrane_prob) else labels
 
 
 def watershed_membranes(
@@ -238,7 +238,7 @@ def watershed_membranes(
 
     Args:
         membrane_prob: Membrane probabilities in [0, 1], `(N, H, W)`,
-            `(N, H, W, 1)` or one `(H, W)` slice.
+            `(N, H, W, 1)` or one `(H, W)` or `(H, W, 1)` slice.
         marker_threshold: See `watershed_cells`.
         min_marker_size: See `watershed_cells`.
         merge_threshold: See `watershed_cells`.
