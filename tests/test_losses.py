@@ -87,6 +87,25 @@ def test_weighted_cross_entropy_categorical(rng):
 
 
 @pytest.mark.parametrize("cls", [DiceLoss, BCEDiceLoss, WeightedCrossEntropy])
+@pytest.mark.parametrize("mask_shape", [(2, 8, 8, 1), (2, 8, 8)])
+def test_a_one_channel_mask_against_a_softmax_is_refused(rng, cls, mask_shape):
+    """Broadcast against both channels, a perfect prediction scored 0.49."""
+    mask = (rng.random(mask_shape) < 0.3).astype("float32")
+    labels = mask.reshape(2, 8, 8).astype("int32")
+    one_hot = keras.ops.convert_to_numpy(keras.ops.one_hot(labels, 2))
+    with pytest.raises(ValueError, match=r"1 channel\(s\) and the prediction 2.*one_hot"):
+        cls()(mask, one_hot)
+    assert float(cls()(one_hot, one_hot)) == pytest.approx(0.0, abs=1e-5)  # as advised
+
+
+def test_unknown_channel_counts_are_not_checked():
+    """Inside a traced function a channel size may be unknown (None)."""
+    mask = keras.KerasTensor((None, 8, 8, None))
+    dice = soft_dice(mask, keras.KerasTensor((None, 8, 8, 2)))
+    assert tuple(dice.shape) == (None,)
+
+
+@pytest.mark.parametrize("cls", [DiceLoss, BCEDiceLoss, WeightedCrossEntropy])
 def test_losses_serialize_by_registered_name(cls):
     loss = cls()
     config = keras.saving.serialize_keras_object(loss)

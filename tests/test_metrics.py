@@ -45,6 +45,31 @@ def test_stateful_dice_multiclass_uses_argmax(rng):
     assert float(metric.result()) == pytest.approx(1.0)
 
 
+def test_dice_refuses_a_one_channel_mask_against_a_softmax(rng):
+    mask = (rng.random((2, 8, 8, 1)) < 0.3).astype("float32")
+    softmax = np.concatenate([1 - mask, mask], -1)
+    with pytest.raises(ValueError, match="one_hot"):
+        DiceCoefficient().update_state(mask, softmax)
+    with pytest.raises(ValueError, match="one_hot"):
+        dice_coefficient(mask[..., 0], softmax)
+
+
+def test_stateful_dice_ignores_sample_weight_and_iou_applies_it(rng):
+    """As both docstrings say: with weight maps (loss "weighted_ce") only the
+    logged IoU is weighted."""
+    t = (rng.random((2, 16, 16, 1)) > 0.5).astype("float32")
+    p = rng.random((2, 16, 16, 1)).astype("float32")
+    w = rng.integers(0, 3, (2, 16, 16, 1)).astype("float32")
+    results = []
+    for weight in (None, w):
+        dice, iou = DiceCoefficient(), BinaryIoU(target_class_ids=[1])
+        for metric in (dice, iou):
+            metric.update_state(t, p, sample_weight=weight)
+        results.append((float(dice.result()), float(iou.result())))
+    assert results[1][0] == pytest.approx(results[0][0])
+    assert results[1][1] != pytest.approx(results[0][1])
+
+
 @pytest.mark.parametrize("target_class_ids", [[1], [0, 1]])
 @pytest.mark.parametrize("threshold", [0.5, 0.3])
 def test_binary_iou_is_kerass_binary_iou(rng, target_class_ids, threshold):

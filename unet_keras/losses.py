@@ -14,19 +14,49 @@ from keras import ops
 _PACKAGE = "unet_keras"
 
 
+def _check_channels(true_channels, pred_channels):
+    """Raises unless `y_true` has as many channels as `y_pred`.
+
+    Broadcasting would otherwise score a one-channel mask against every
+    channel of a softmax. Inside a traced function a size may be None: only
+    known sizes are compared.
+
+    Args:
+        true_channels: Static size of `y_true`'s last axis, or None.
+        pred_channels: Static size of `y_pred`'s last axis, or None.
+    """
+    if true_channels is None or pred_channels is None or true_channels == pred_channels:
+        return
+    raise ValueError(
+        f"The mask has {true_channels} channel(s) and the prediction {pred_channels}. "
+        f"For a {pred_channels}-class softmax, one-hot encode the mask, e.g. "
+        f"`keras.ops.one_hot(mask, {pred_channels})` of integer (N, H, W) labels; for a "
+        "binary mask, build the model with num_classes=1 (a sigmoid)."
+    )
+
+
 def _prepare(y_true, y_pred):
-    """Casts both tensors to float32 and gives `y_true` the channel axis."""
+    """Casts both tensors to float32 and gives `y_true` the channel axis.
+
+    Args:
+        y_true: Masks or one-hot maps, with or without the channel axis.
+        y_pred: Probabilities `(batch, ..., channels)`.
+
+    Returns:
+        `(y_true, y_pred)` as float32, of the same rank and channel count.
+    """
     y_pred = ops.cast(y_pred, "float32")
     y_true = ops.cast(y_true, "float32")
     if len(y_true.shape) == len(y_pred.shape) - 1:
         y_true = ops.expand_dims(y_true, -1)
+    _check_channels(y_true.shape[-1], y_pred.shape[-1])
     return y_true, y_pred
 
 
 def soft_dice(y_true, y_pred, smooth=1.0):
     """Soft Dice coefficient of every image, averaged over its channels.
 
-    `2 * sum(t * p) + smooth) / (sum(t) + sum(p) + smooth)`, with the sums over
+    `(2 * sum(t * p) + smooth) / (sum(t) + sum(p) + smooth)`, with the sums over
     the spatial axes of each image and channel.
 
     Args:

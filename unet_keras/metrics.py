@@ -43,9 +43,14 @@ class DiceCoefficient(keras.metrics.Metric):
     last reset, so the result is the Dice of the whole epoch, not an average
     of per-batch values (which would over-weight small batches).
 
+    `sample_weight` is ignored: every pixel counts once. `BinaryIoU` applies
+    it, as Keras's metrics do, so when training passes weight maps as
+    `sample_weight` (`WeightedCrossEntropy`, loss "weighted_ce") the logged
+    `iou` is weighted by them (mostly the borders between cells) and `dice` is not.
+
     Args:
-        threshold: Probability above which a one-channel prediction counts as
-            foreground. Multi-channel predictions use argmax.
+        threshold: Probability at and above which a one-channel prediction
+            counts as foreground. Multi-channel predictions use argmax.
         class_id: For multi-channel outputs, the channel to score; None
             scores all channels together.
         name: Name of the metric.
@@ -59,6 +64,7 @@ class DiceCoefficient(keras.metrics.Metric):
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        """Adds a batch; `sample_weight` is accepted for Keras and ignored."""
         y_true, y_pred = _prepare(y_true, y_pred)
         y_pred = _binarize(y_pred, self.threshold)
         if self.class_id is not None:
@@ -85,7 +91,9 @@ class BinaryIoU(keras.metrics.BinaryIoU):
     (keras-team/keras#19512): 0.56 s for 16,384 pixels on a 2-core CPU, so
     most of a training step's time for 256x256 tiles. A binary mask's 2x2
     matrix is four weighted sums, as fast on every backend. Everything else,
-    the arguments and the result, is Keras's.
+    the arguments and the result, is Keras's, `sample_weight` included: with
+    weight maps as `sample_weight` (loss "weighted_ce") the IoU is weighted
+    by them, unlike `DiceCoefficient`, which ignores it.
 
     Args:
         target_class_ids: The classes whose IoU is averaged: `[1]` for the
