@@ -79,6 +79,31 @@ def test_deform_kinds_and_dtypes(sample):
         elastic_deform(image, interpolation="area")
 
 
+@pytest.mark.parametrize("transform", ["elastic", "affine", "augmenter"])
+def test_dtypes_opencv_cannot_warp_come_back_in_their_own(sample, transform):
+    """float16 failed inside OpenCV; int64 came back int32, its labels wrapped."""
+    image, mask, weight = sample
+    labels = mask[..., 0].astype(np.int64) * 2**40 + 7  # beyond int32
+    warp = {
+        "elastic": lambda *arrays: elastic_deform(*arrays, rng=2, kinds=("mask", "weight")),
+        "affine": lambda *arrays: random_affine(2, *arrays, kinds=("mask", "weight")),
+        "augmenter": lambda *arrays: Augmenter(32, gray=False)(2, *arrays),
+    }[transform]
+    out_image, out_labels, out_weight = warp(image.astype(np.float16), labels,
+                                             weight.astype(np.float16))
+    expected = warp(image, labels.astype(np.float64), weight)
+    assert (out_image.dtype, out_labels.dtype, out_weight.dtype) == (
+        np.float16, np.int64, np.float16)
+    np.testing.assert_array_equal(out_labels, expected[1])  # nearest: the same labels
+    assert set(np.unique(out_labels)) <= {7, 2**40 + 7}
+    np.testing.assert_allclose(out_weight, expected[2], rtol=1e-3)
+    np.testing.assert_allclose(out_image, expected[0], atol=1e-3)
+    ints = warp(np.round(image * 100).astype(np.int32), labels, weight)[0]  # linear on int32
+    assert ints.dtype == np.int32 and ints.max() <= 100
+    with pytest.raises(ValueError, match="dtype complex128"):
+        warp(image, labels, weight.astype(complex))
+
+
 # ---------------------------------------------------------------------------
 # A random symmetry, affine, gray values
 # ---------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The valid-padding tile geometry, without building a network
 (tests/test_model.py checks that built networks follow it)."""
 
+import numpy as np
 import pytest
 
 from unet_keras.geometry import valid_input_size, valid_output_size
@@ -47,3 +48,20 @@ def test_errors_name_the_nearest_sizes():
 def test_a_depth_that_is_not_a_positive_integer_is_refused(depth):
     with pytest.raises(ValueError, match="`depth` must be an integer >= 1"):
         valid_output_size(100, depth)
+
+
+@pytest.mark.parametrize(
+    ("function", "size", "name"),
+    [(valid_output_size, 572.9, "input_size"), (valid_input_size, 388.7, "output_size"),
+     (valid_output_size, 572.0, "input_size"), (valid_input_size, "388", "output_size"),
+     (valid_output_size, True, "input_size"), (valid_input_size, None, "output_size")],
+)
+def test_a_size_that_is_not_an_integer_is_refused(function, size, name):
+    """572.9 used to pass as 572 (and give 388), 388.7 as 388."""
+    with pytest.raises(ValueError, match=f"`{name}` must be an integer number of pixels"):
+        function(size)
+
+
+def test_numpy_integers_are_sizes():
+    assert valid_output_size(np.int64(572)) == 388
+    assert valid_input_size(np.int32(388)) == 572

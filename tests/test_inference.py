@@ -202,3 +202,19 @@ def test_depth_of_unet3plus_is_its_coarsest_scale():
     assert _model_geometry(model).depth == 4
     image = np.random.default_rng(0).random((40, 50)).astype("float32")
     assert predict_tiled(model, image, tile=32).shape == (40, 50, 1)
+
+
+@pytest.mark.parametrize("variant", ["unet_plus_plus", "unet3plus"])
+def test_a_deeply_supervised_model_is_pointed_to_its_prediction_network(variant):
+    from unet_keras import family
+
+    if variant == "unet_plus_plus":
+        model = family.build_unet_plus_plus((None, None, 1), depth=2, filters=2)
+    else:
+        model = family.build_unet3plus((None, None, 1), filters=(2, 2, 2), cat_channels=2,
+                                       deep_supervision=True)
+    image = np.zeros((16, 16), "float32")
+    with pytest.raises(ValueError, match=r"U-Net\+\+ or UNet 3\+.*family\.prediction_network"):
+        predict_tiled(model, image)
+    # The advice works for both.
+    assert predict_tiled(family.prediction_network(model), image).shape == (16, 16, 1)

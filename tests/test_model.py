@@ -188,6 +188,30 @@ def test_forward_flops_of_a_valid_model():
     assert valid_output_size(size, 2) == 100
 
 
+@pytest.mark.parametrize(
+    ("padding", "size", "match"),
+    [("valid", 75, "nearest sizes that work are 72 and 76.*valid_input_size"),
+     ("same", 30, r"divisible by 2\*\*2 = 4, got 30. Use 28 or 32")],
+)
+def test_forward_flops_names_the_sizes_a_model_takes(padding, size, match):
+    model = build_unet(filters=2, depth=2, padding=padding, dropout=0)
+    with pytest.raises(ValueError, match=match):
+        forward_flops(model, size)
+
+
+def test_forward_flops_of_sizes_the_family_cannot_take():
+    from unet_keras.family import build_unet3plus, build_unet_plus_plus
+
+    # Its skips are pooled by 2 too, and yet its depth is 2.
+    model = build_unet3plus((None, None, 1), filters=(2, 2, 2), cat_channels=2)
+    with pytest.raises(ValueError, match=r"depth 2, .* divisible by 2\*\*2 = 4, got 30"):
+        forward_flops(model, 30)
+    # Several outputs: no geometry to read, still a message that says what to use.
+    supervised = build_unet_plus_plus((None, None, 1), depth=2, filters=2)
+    with pytest.raises(ValueError, match=r"30x30 inputs.*valid_input_size.*2\*\*depth"):
+        forward_flops(supervised, 30)
+
+
 # ---------------------------------------------------------------------------
 # Residual blocks
 # ---------------------------------------------------------------------------

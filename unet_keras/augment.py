@@ -60,12 +60,46 @@ def _flags(kind, interpolation):
     return {"image": interpolation, "mask": cv2.INTER_NEAREST, "weight": cv2.INTER_LINEAR}[kind]
 
 
+# What OpenCV's remap and warpAffine interpolate: every kind, or nearest only.
+_ANY_INTERPOLATION = {np.dtype(t) for t in (np.uint8, np.uint16, np.int16, np.float32, np.float64)}
+_NEAREST_ONLY = {np.dtype(np.int8), np.dtype(np.int32)}
+
+
+def _in_opencv_dtype(warp, array, flags):
+    """`warp(source)` of `array`, in a dtype OpenCV warps with `flags`, returned
+    in `array`'s dtype.
+
+    OpenCV fails on float16 (in float32 here) and on the integers it cannot
+    interpolate, and turns int64 into int32; those integers go through
+    float64 (exact up to 2**53), rounded and saturated back.
+
+    Args:
+        warp: The OpenCV call, from the source array to the warped one.
+        array: A bool, integer or float array.
+        flags: Its OpenCV interpolation flag.
+
+    Returns:
+        The warped array, in `array`'s dtype.
+    """
+    dtype = array.dtype
+    if dtype.kind == "b":
+        return warp(array.view(np.uint8)).view(bool)
+    if dtype.kind not in "uif":
+        raise ValueError(f"Cannot warp an array of dtype {dtype}: pass bool, integers or floats.")
+    if dtype in _ANY_INTERPOLATION or (dtype in _NEAREST_ONLY and flags == cv2.INTER_NEAREST):
+        return warp(array)
+    if dtype.kind == "f":  # float16 (or longdouble)
+        return warp(array.astype(np.float32 if dtype.itemsize < 4 else np.float64)).astype(dtype)
+    out = np.rint(warp(array.astype(np.float64)))
+    return np.clip(out, np.iinfo(dtype).min, np.iinfo(dtype).max).astype(dtype)
+
+
 def _remap(array, map_xy, flags):
-    """`cv2.remap` with mirror borders that keeps `(H, W, 1)` and bool arrays."""
-    source = array.view(np.uint8) if array.dtype == bool else array
-    out = cv2.remap(source, map_xy, None, flags, borderMode=_BORDER)
-    out = out.reshape(map_xy.shape[:2] + array.shape[2:])
-    return out.view(bool) if array.dtype == bool else out
+    """`cv2.remap` with mirror borders that keeps `(H, W, 1)` arrays and the dtype."""
+    def warp(source):
+        return cv2.remap(source, map_xy, None, flags, borderMode=_BORDER)
+
+    return _in_opencv_dtype(warp, array, flags).reshape(map_xy.shape[:2] + array.shape[2:])
 
 
 @functools.lru_cache(maxsize=32)
@@ -215,9 +249,11 @@ def random_affine(
     size = (image.shape[1], image.shape[0])
 
     def warp(array, flag):
-        out = cv2.warpAffine(array, matrix, size, flags=flag | cv2.WARP_INVERSE_MAP,
-                             borderMode=_BORDER)
-        return out.reshape(array.shape)
+        def affine(source):
+            return cv2.warpAffine(source, matrix, size, flags=flag | cv2.WARP_INVERSE_MAP,
+                                  borderMode=_BORDER)
+
+        return _in_opencv_dtype(affine, array, flag).reshape(array.shape)
 
     return _result(warp(image, flags), [warp(a, _flags(k, flags)) for a, k in zip(others, kinds)])
 

@@ -8,6 +8,16 @@ compute that geometry for any depth, and their errors name the nearest sizes
 that work.
 """
 
+import numbers
+
+
+def _check_whole_pixels(value, name):
+    """Refuses a size that is not an integer (572.9 would silently become 572)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(
+            f"`{name}` must be an integer number of pixels, got {value!r}: round it first."
+        )
+
 
 def _check_positive_int(value, name):
     if not isinstance(value, int) or value < 1:
@@ -76,11 +86,12 @@ def valid_output_size(input_size, depth=4):
         The side length of the output map.
 
     Raises:
-        ValueError: If `input_size` cannot pass through the network (an odd
-            size before a pooling, or too small); the message names the
-            nearest sizes that work.
+        ValueError: If `input_size` is not an integer, or cannot pass through
+            the network (an odd size before a pooling, or too small); the
+            message names the nearest sizes that work.
     """
     _check_depth(depth)
+    _check_whole_pixels(input_size, "input_size")
     size = int(input_size)
     for _ in range(depth):
         size -= 4
@@ -121,10 +132,12 @@ def valid_input_size(output_size, depth=4):
         The side length of the input tile.
 
     Raises:
-        ValueError: If no input tile gives exactly `output_size`; the message
-            names the nearest output sizes that work.
+        ValueError: If `output_size` is not an integer, or no input tile
+            gives exactly it; the message names the nearest output sizes that
+            work.
     """
     _check_depth(depth)
+    _check_whole_pixels(output_size, "output_size")
     scale = 2**depth
     # Output = scale * bottom - 4 * (scale - 1), so bottom must be an integer.
     bottom, remainder = divmod(int(output_size) + 4 * (scale - 1), scale)

@@ -90,7 +90,8 @@ def _output_hw(model, tile, channels):
     if isinstance(shape, list) or len(shape) != 4:
         raise ValueError(
             f"predict_tiled needs a model with one image output, got {shape}. For a "
-            "deeply supervised U-Net++, predict with `prune_unet_plus_plus(model, level)`."
+            "deeply supervised U-Net++ or UNet 3+, predict with "
+            "`unet_keras.family.prediction_network(model)`, its full network's output."
         )
     return (int(shape[1]), int(shape[2])), int(shape[3])
 
@@ -227,16 +228,6 @@ def _make_plan(model, geometry, tile, overlap, image_hw):
     return _Plan(tuple(tile), tuple(out), tuple(steps), (margin, margin), context, window)
 
 
-def _reflect_indices(start, length, size):
-    """Indices of a mirrored (np.pad "reflect") extension, for pads of any length."""
-    index = np.arange(start, start + length)
-    if size == 1:
-        return np.zeros_like(index)
-    period = 2 * (size - 1)
-    index = np.mod(index, period)
-    return np.where(index >= size, period - index, index)
-
-
 def _layout(plan, image_hw):
     """Tile offsets per axis, the canvas index arrays and where the image lies."""
     offsets, rows_cols, out_lengths = [], [], []
@@ -248,7 +239,10 @@ def _layout(plan, image_hw):
         offsets.append([k * step for k in range(count)])
         out_length = (count - 1) * step + out
         in_length = (count - 1) * step + plan.tile[axis]
-        rows_cols.append(_reflect_indices(-margin - context, in_length, size))
+        # np.pad mirrors pads longer than the image too, as often as needed.
+        before = margin + context
+        after = max(in_length - before - size, 0)
+        rows_cols.append(np.pad(np.arange(size), (before, after), mode="reflect")[:in_length])
         out_lengths.append(out_length)
     return offsets, rows_cols, out_lengths
 

@@ -343,10 +343,24 @@ def count_conv_layers(model):
 
 
 def _with_input_size(model, input_hw):
+    """`model` for `input_hw` inputs; a ValueError naming sizes that work if it cannot."""
     shape = (*input_hw, model.input_shape[-1])
     if tuple(model.input_shape[1:]) == shape:
         return model
-    return keras.models.clone_model(model, input_tensors=keras.Input(shape=shape))
+    try:
+        return keras.models.clone_model(model, input_tensors=keras.Input(shape=shape))
+    except ValueError as error:  # Keras's message names a layer, not the size to use
+        from unet_keras.inference import _model_geometry  # it imports this module
+        try:  # depth and padding as predict_tiled sees them (UNet 3+'s extra pools too)
+            geometry = _model_geometry(model)
+        except ValueError:  # not one image in, one map out: no sizes to name
+            geometry = None
+        if geometry and geometry.depth:
+            _validate_input_size(input_hw, geometry.depth, "valid" if geometry.valid else "same")
+        raise ValueError(
+            f"The model cannot take {input_hw[0]}x{input_hw[1]} inputs ({error}). Use a size "
+            "from `valid_input_size` (valid padding) or a multiple of 2**depth (same padding)."
+        ) from error
 
 
 def forward_flops(model, input_hw):
@@ -367,6 +381,9 @@ def forward_flops(model, input_hw):
 
     Returns:
         The FLOP count as an int.
+
+    Raises:
+        ValueError: For a size the model cannot take, naming sizes that work.
     """
     input_hw = (input_hw, input_hw) if np.isscalar(input_hw) else tuple(input_hw)
     shaped = _with_input_size(model, tuple(int(s) for s in input_hw))
