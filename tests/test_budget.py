@@ -106,8 +106,12 @@ def test_a_slower_machine_falls_back_to_the_smaller_configuration_whole():
     chosen, sentences = choose_within_budget([wide, small], times)
     assert chosen is small and times.timed == [32, 16]  # trained as measured, not cut
     assert "1000 steps and 150 of fine-tuning take about 39 minutes" in sentences[0]
-    assert "more than the budget of 17: the 16-filter configuration" in sentences[0]
-    assert "within the budget of 17" in sentences[1]
+    assert sentences[0].endswith(
+        "more than the budget of 17 minutes: the next configuration instead, with filters 16 "
+        "rather than 32, epochs 10 rather than 20, mixed_precision 'auto' rather than "
+        "'mixed_bfloat16'."
+    )
+    assert "within the budget of 17 minutes." in sentences[1]
 
 
 def test_the_middle_configuration_is_trained_where_only_it_and_the_smallest_fit():
@@ -121,9 +125,10 @@ def test_the_middle_configuration_is_trained_where_only_it_and_the_smallest_fit(
     times = StepTimes({32: 0.85, 24: 0.51, 16: 0.45})
     chosen, sentences = choose_within_budget(chain, times)
     assert chosen is chain[1] and times.timed == [32, 24]  # whole, and 16 not timed
-    assert "more than the budget of 17: the 24-filter configuration" in sentences[0]
+    assert "more than the budget of 17 minutes: the next configuration instead, with " \
+        "filters 24 rather than 32, epochs 15 rather than 20." in sentences[0]
     assert "750 steps and 150 of fine-tuning" in sentences[1]
-    assert "within the budget of 17" in sentences[1]
+    assert "within the budget of 17 minutes" in sentences[1]
     restart = as_started(chain, chain[1])  # a restart resumes it, without timing again
     assert restart == chain[1]
 
@@ -163,13 +168,13 @@ def test_the_time_spent_before_the_training_counts():
     assert chosen is chain[0]
     assert sentences == [
         "At 0.80 s per training step, 750 steps and 150 of fine-tuning take about 17 minutes, "
-        "within the budget of 20 (about 2 minutes of it spent before the training)."
+        "within the budget of 20 minutes (about 2 minutes of it spent before the training)."
     ]
     chosen, sentences = choose_within_budget(chain, StepTimes({24: 0.80, 16: 0.40}),
                                              started_at=760.0, clock=clock)
     assert chosen is chain[1]
-    assert "more than the budget of 20 (about 4 minutes of it spent before the training)" in (
-        sentences[0])
+    assert "more than the budget of 20 minutes (about 4 minutes of it spent before the " \
+        "training): the next configuration instead, with filters 16 rather than 24" in sentences[0]
     # Without a start, the budget counts from the choice: nothing is spent.
     assert choose_within_budget(chain, StepTimes({24: 0.80}))[0] is chain[0]
 
@@ -180,6 +185,8 @@ def test_the_time_spent_shortens_the_last_configuration_further():
     late = fit_to_budget(config, 1.2, spent_seconds=300)
     assert late.steps_per_epoch < config.steps_per_epoch
     assert 300 + estimate_seconds(late, 1.2) <= 20 * 60
+    assert "the budget of 20 minutes (about 5 minutes of it spent before the training) " \
+        "leaves" in describe_fit(config, late, 1.2, 300)
     assert "still" not in describe_fit(config, late, 1.2, 300)
     assert "still take" in describe_fit(config, fit_to_budget(config, 1.2, 1100), 1.2, 1100)
 
@@ -224,8 +231,67 @@ def test_a_restart_is_the_configuration_it_started_as():
     restart = as_started([wide, small], started)
     assert (restart.filters, restart.steps_per_epoch, restart.malis_steps) == (16, 39, 117)
     assert restart.time_budget_minutes == 60  # the restart's own budget
-    edited = dataclasses.replace(started, learning_rate=1e-3)  # matches neither: the first
-    assert as_started([wide, small], edited).filters == 32
+    edited = dataclasses.replace(started, learning_rate=1e-3)  # a model neither asks for
+    assert as_started([wide, small], edited) is None
+    assert differences_from_request([wide, small], edited, restart=True) == [
+        "filters 16 there, 32 asked", "learning_rate 0.001 there, 0.002 asked",
+        "epochs 10 there, 20 asked", "mixed_precision 'auto' there, 'mixed_bfloat16' asked",
+    ]
+
+
+def bfloat16_chain(**overrides):
+    overrides = {"time_budget_minutes": 20, **overrides}
+    return [TrainConfig.from_preset(preset, **overrides)
+            for preset in ("cpu-bf16", "cpu-bf16-24", "cpu")]
+
+
+@pytest.mark.parametrize("harmless", [
+    {}, {"workers": 4}, {"overlays": False}, {"data_dir": "/abs/data/isbi2012"},
+    {"runs_dir": "./runs"}, {"tta": False, "ridges": False, "learned_merging": False},
+    {"jit_compile": "off", "tensorboard": True}, {"time_budget_minutes": 0},
+])
+def test_a_restart_resumes_the_fallback_it_started_as_whatever_else_it_changes(harmless):
+    """The 24-filter fallback, cut to 40 steps an epoch by the budget: a restart
+    with options that do not change the trained model resumes it, steps and all,
+    with the restart's own values of those options."""
+    started = dataclasses.replace(bfloat16_chain()[1], steps_per_epoch=40, malis_steps=120)
+    restart = as_started(bfloat16_chain(**harmless), started)
+    assert restart == dataclasses.replace(started, **harmless)
+    assert (restart.filters, restart.steps_per_epoch, restart.malis_steps) == (24, 40, 120)
+
+
+def test_a_restart_may_end_without_more_fine_tuning_but_not_change_the_model():
+    started = TrainConfig(malis_steps=30)
+    assert as_started([TrainConfig(malis_steps=0)], started).malis_steps == 0
+    assert as_started([TrainConfig(malis_steps=40)], started) is None  # without a budget
+    assert differences_from_request([TrainConfig(malis_steps=40)], started, restart=True) == [
+        "malis_steps 30 there, 40 asked"
+    ]
+    for changed in ({"filters": 8}, {"seed": 1}, {"loss": "dice"}, {"val_slices": (0, 1)}):
+        asked = dataclasses.replace(started, **changed)
+        assert as_started([asked], started) is None
+        (difference,) = differences_from_request([asked], started, restart=True)
+        assert difference.startswith(next(iter(changed)))
+
+
+def test_presets_made_alike_by_overrides_are_told_apart_or_timed_once():
+    """--filters 16 on the bfloat16 chain: each fallback sentence names what
+    differs, not "the 16-filter configuration instead of the 16-filter one";
+    with --epochs 10 --mixed-precision auto too, the three presets are one
+    configuration, timed once."""
+    times = StepTimes({16: 3.0})
+    sentences = choose_within_budget(bfloat16_chain(filters=16), times)[1]
+    assert times.timed == [16, 16, 16]
+    assert sentences[0].endswith("the next configuration instead, with epochs 15 rather than 20.")
+    assert sentences[1].endswith(
+        "with epochs 10 rather than 15, mixed_precision 'auto' rather than 'mixed_bfloat16'."
+    )
+    times = StepTimes({16: 3.0})
+    chosen, sentences = choose_within_budget(
+        bfloat16_chain(filters=16, epochs=10, mixed_precision="auto"), times
+    )
+    assert times.timed == [16] and len(sentences) == 1 and "leaves" in sentences[0]
+    assert chosen.steps_per_epoch < 50  # the last configuration, shortened
 
 
 def test_a_negative_budget_is_refused():
@@ -256,6 +322,12 @@ def test_a_finished_run_is_compared_with_the_request_up_to_its_budgeted_steps():
     ]
     assert differences_from_request([dataclasses.replace(asked, filters=32)], cut) == [
         "filters 16 there, 32 asked"
+    ]
+    # Where the run and its data are is no difference; what it predicts and scores is.
+    moved = dataclasses.replace(asked, data_dir="/abs/data/isbi2012", runs_dir="./runs", workers=4)
+    assert differences_from_request([moved], cut) == []
+    assert differences_from_request([dataclasses.replace(asked, tta=False)], cut) == [
+        "tta True there, False asked"
     ]
     whole = TrainConfig()  # without a budget the steps must match as well
     assert differences_from_request([whole], dataclasses.replace(whole, steps_per_epoch=49)) == [

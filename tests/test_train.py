@@ -13,6 +13,7 @@ import tifffile
 from unet_keras.backend_utils import DeviceInfo
 from unet_keras.datasets import load_isbi2012
 from unet_keras.plots import read_history
+from unet_keras.tensorflow_env import FrozenWeightsError
 from unet_keras.train import TrainConfig, build_model, format_scores, train
 
 pytestmark = pytest.mark.slow
@@ -310,6 +311,56 @@ def test_time_budget_shortens_the_run_and_a_restart_keeps_its_steps(tmp_path, is
 
 
 @pytest.mark.usefixtures("functions_run_eagerly")
+def test_a_restart_without_the_budget_keeps_the_steps_it_cut(tmp_path, isbi_data):
+    """No fallbacks: the run resumes as config.json has it, not with the steps
+    that the request without a budget would train."""
+    config = tiny_config(tmp_path, isbi_data, steps_per_epoch=4, overlays=False,
+                         time_budget_minutes=0.01)
+    with pytest.raises(Interrupt):
+        train(config, extra_callbacks=[InterruptAt(epoch=1, step=0)], verbose=0)
+    cut = TrainConfig.from_json((config.run_dir / "config.json").read_text())
+    assert (cut.steps_per_epoch, cut.malis_steps) == (2, 1)
+
+    recorder = EpochRecorder()
+    train(dataclasses.replace(config, time_budget_minutes=0), extra_callbacks=[recorder],
+          verbose=0)
+    assert recorder.epochs == [1] and recorder.batches == [0, 1, 0]  # epoch 1, fine-tuning
+    saved = TrainConfig.from_json((config.run_dir / "config.json").read_text())
+    assert saved == dataclasses.replace(cut, time_budget_minutes=0)
+
+
+@pytest.mark.usefixtures("functions_run_eagerly")
+def test_a_restart_goes_on_with_the_model_it_started(tmp_path, isbi_data):
+    """Another network is refused before config.json is rewritten, with the
+    fields that differ; options that do not change the model resume the run."""
+    config = tiny_config(tmp_path, isbi_data, epochs=3, overlays=False)
+    with pytest.raises(Interrupt):
+        train(config, extra_callbacks=[InterruptAt(epoch=1, step=1)], verbose=0)
+    saved = (config.run_dir / "config.json").read_bytes()
+    wider = dataclasses.replace(config, filters=8, seed=1)
+    with pytest.raises(ValueError) as refused:
+        train(wider, verbose=0)
+    assert str(refused.value) == (
+        f"{config.run_dir}/ holds an unfinished run of another configuration (filters 4 "
+        "there, 8 asked; seed 0 there, 1 asked). To resume it, run the command that started "
+        "it again (its config.json holds the configuration); to train this one, give it "
+        f"another name (--name; make train RUN=NAME), or delete {config.run_dir}/ to start "
+        "over."
+    )
+    assert (config.run_dir / "config.json").read_bytes() == saved
+    assert (config.run_dir / "backup").is_dir()
+
+    # The data named another way, other threads, and a budget that would cut the steps.
+    moved = dataclasses.replace(config, data_dir=f"{isbi_data}/.", workers=1,
+                                time_budget_minutes=0.01)
+    recorder = EpochRecorder()
+    train(moved, extra_callbacks=[recorder], verbose=0)
+    assert recorder.epochs == [1, 2] and recorder.batches == [0, 1, 2] * 2 + [0, 1]
+    assert TrainConfig.from_json((config.run_dir / "config.json").read_text()) == moved
+    assert read_history(config.run_dir / "history.csv")["epoch"] == [0, 1, 2]
+
+
+@pytest.mark.usefixtures("functions_run_eagerly")
 def test_a_spent_budget_shortens_the_fine_tuning_and_says_so(tmp_path, isbi_data):
     """`make train` after a set-up that used up its budget: the budget halves
     the steps, and the clock stops the fine-tuning at its second step, the first
@@ -438,7 +489,7 @@ def test_zoom_range_reaches_the_training_tiles(isbi_data):
 def test_train_refuses_weights_assumed_frozen(monkeypatch, tmp_path):
     monkeypatch.setenv("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")
     config = TrainConfig(runs_dir=str(tmp_path), data_dir=str(tmp_path / "data"))
-    with pytest.raises(RuntimeError, match="TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"):
+    with pytest.raises(FrozenWeightsError, match="TF_ONEDNN_ASSUME_FROZEN_WEIGHTS"):
         train(config, verbose=0)
     assert not (tmp_path / "default").exists()  # refused before anything was written
 

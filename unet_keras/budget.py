@@ -25,6 +25,10 @@ between machines. So the clock, not the estimate, ends the fine-tuning against
 merges: `FineTuningDeadline` stops it early where the predictions after it
 would not end in time. It is the last stage that trains, and the only one
 whose length is still open once the epochs have run.
+
+A restarted run is not timed again: it goes on as it started, steps included
+(`as_started`), and a restart that asks for another model is refused
+(`differences_from_request`).
 """
 
 import dataclasses
@@ -39,6 +43,18 @@ PREDICT_COST = 90  # predicting the 5 held-out and 30 test slices with 8-fold TT
 MERGING_COST = 65  # predicting the 25 training slices, to fit the learned merging
 FIXED_SECONDS = 30  # loading the data, building and tracing the models, scoring
 SHORTEST = 0.5  # the smallest fraction of its steps a budget leaves a run
+
+# Fields that say where a run and its data are, or how its steps are computed, not
+# what is trained or written: configurations that differ only in them ask for the same
+# run (a finished one is kept, an unfinished one resumed).
+OPERATIONAL_FIELDS = ("name", "runs_dir", "data_dir", "data_url", "workers", "jit_compile",
+                      "tensorboard")
+# What a restart may change besides: the budget bounds only the run's length (the
+# steps stay those it started with), and the rest acts after the training, on what
+# is predicted, scored and written. A finished run asked for with other values of these
+# is refused: its saved scores and files are not those asked for.
+RESTART_FIELDS = (*OPERATIONAL_FIELDS, "time_budget_minutes", "tta", "ridges",
+                  "learned_merging", "overlays")
 
 
 def time_training_step(model, batch, repeats=3):
@@ -132,11 +148,11 @@ def describe_fit(requested, fitted, step_seconds, spent_seconds=0.0):
     Returns:
         The sentence.
     """
-    budget = f"{requested.time_budget_minutes:g}{_spent(spent_seconds)}"
+    budget = _budget(requested, spent_seconds)
     head = _head(requested, step_seconds)
     if fitted is requested:
         return f"{head}, within the budget of {budget}."
-    text = f"{head}; the budget of {budget} minutes leaves {_steps(fitted)}"
+    text = f"{head}; the budget of {budget} leaves {_steps(fitted)}"
     over = spent_seconds + estimate_seconds(fitted, step_seconds)
     if over > 60 * requested.time_budget_minutes:
         text += f", which still take {_minutes(over)}"
@@ -168,6 +184,8 @@ def choose_within_budget(candidates, time_step, started_at=None, clock=time.time
     """
     if not candidates:
         raise ValueError("`candidates` must hold at least one TrainConfig.")
+    # Overrides can make presets alike (--filters 16 on the bfloat16 chain): time each once.
+    candidates = [c for i, c in enumerate(candidates) if c not in candidates[:i]]
     started_at = clock() if started_at is None else started_at
     sentences = []
     for config, smaller in zip(candidates, [*candidates[1:], None]):
@@ -178,9 +196,8 @@ def choose_within_budget(candidates, time_step, started_at=None, clock=time.time
             sentences.append(describe_fit(config, fitted, step_seconds, spent))
             return fitted, sentences
         sentences.append(
-            f"{_head(config, step_seconds)}, more than the budget of "
-            f"{config.time_budget_minutes:g}{_spent(spent)}: the {smaller.filters}-filter "
-            f"configuration instead of the {config.filters}-filter one."
+            f"{_head(config, step_seconds)}, more than the budget of {_budget(config, spent)}: "
+            f"the next configuration instead, with {_changes(config, smaller)}."
         )
 
 
@@ -224,10 +241,14 @@ class FineTuningDeadline(keras.callbacks.Callback):
 
 
 def as_started(candidates, started):
-    """The configuration that a restarted run started as.
+    """The configuration that a restarted run goes on with.
 
     A restart must not time its step again: on a busy machine it could pick
-    another candidate, or other steps, than the backup was trained with.
+    another candidate, or other steps, than the backup was trained with. So it
+    resumes `started` itself, steps included, with the restart's own values of
+    `RESTART_FIELDS` only (they do not change the trained model), and
+    `malis_steps=0` where the restart asks for it (it ends the run without
+    more fine-tuning, keeping the epochs' model).
 
     Args:
         candidates: The `TrainConfig`s the restart was given, as for
@@ -235,51 +256,62 @@ def as_started(candidates, started):
         started: The `TrainConfig` the run started with (its `config.json`).
 
     Returns:
-        The candidate that equals `started` but for its steps and its budget,
-        else the first, each with the steps `started` was given.
+        `started` as the first candidate that asks for it changes it, or None
+        where none does (`differences_from_request(..., restart=True)` says
+        how they differ).
     """
-    kept = [
-        dataclasses.replace(
-            config, steps_per_epoch=started.steps_per_epoch, malis_steps=started.malis_steps
-        )
-        for config in candidates
-    ]
-    budget = started.time_budget_minutes  # a restart may be given another
-    return next(
-        (c for c in kept if dataclasses.replace(c, time_budget_minutes=budget) == started),
-        kept[0],
-    )
+    for candidate in candidates:
+        kept, asked = _compared(candidate, started, restart=True)
+        if kept == asked:
+            return kept
+    return None
 
 
-def differences_from_request(candidates, started):
+def differences_from_request(candidates, started, restart=False):
     """How a run's configuration differs from the one a new call asks for.
 
     A run trained under a time budget may have fewer steps than asked for, so
-    the steps count as the same where the request has a budget.
+    the steps count as the same where the request has a budget, and, for a
+    restart, where the run had one. `OPERATIONAL_FIELDS` never count; for a
+    restart, none of `RESTART_FIELDS` does.
 
     Args:
         candidates: The `TrainConfig`s the call was given, as for
             `choose_within_budget`.
         started: The `TrainConfig` of the run (its `config.json`).
+        restart: Whether the run is unfinished, and the call would resume it
+            (`as_started`); else it is finished, and the call would keep it.
 
     Returns:
         An empty list if one of the candidates asks for `started`, else one
         string per field in which the first candidate differs, e.g.
         `"filters 16 there, 32 asked"`.
     """
-    asked = []
-    for config in candidates:
-        if config.time_budget_minutes:
-            config = dataclasses.replace(
-                config, steps_per_epoch=started.steps_per_epoch, malis_steps=started.malis_steps
-            )
-        if config == started:
-            return []
-        asked.append(config)
-    pairs = ((f.name, getattr(started, f.name), getattr(asked[0], f.name))
-             for f in dataclasses.fields(started))
-    return [f"{name} {there!r} there, {wanted!r} asked" for name, there, wanted in pairs
-            if there != wanted]
+    pairs = [_compared(candidate, started, restart) for candidate in candidates]
+    if any(kept == asked for kept, asked in pairs):
+        return []
+    kept, asked = pairs[0]
+    return [
+        f"{f.name} {getattr(kept, f.name)!r} there, {getattr(asked, f.name)!r} asked"
+        for f in dataclasses.fields(kept) if getattr(kept, f.name) != getattr(asked, f.name)
+    ]
+
+
+def _compared(candidate, started, restart):
+    """`(kept, asked)`: `started` with what `candidate` may change of it, and
+    `candidate` without what it cannot ask of it. They are equal where
+    `candidate` asks for the run of `started`; `kept` is then that run."""
+    may_change = RESTART_FIELDS if restart else OPERATIONAL_FIELDS
+    kept = dataclasses.replace(started, **{name: getattr(candidate, name) for name in may_change})
+    asked = candidate
+    if candidate.time_budget_minutes or (restart and started.time_budget_minutes):
+        asked = dataclasses.replace(
+            asked, steps_per_epoch=started.steps_per_epoch, malis_steps=started.malis_steps
+        )
+    if restart and candidate.malis_steps == 0:
+        kept = dataclasses.replace(kept, malis_steps=0)
+        asked = dataclasses.replace(asked, malis_steps=0)
+    return kept, asked
 
 
 def _steps(config):
@@ -289,6 +321,21 @@ def _steps(config):
 def _head(config, step_seconds):
     return (f"At {step_seconds:.2f} s per training step, {_steps(config)} take "
             f"{_minutes(estimate_seconds(config, step_seconds))}")
+
+
+def _budget(config, spent_seconds):
+    """`"20 minutes"`, with the part spent before the training if any."""
+    return f"{config.time_budget_minutes:g} minutes{_spent(spent_seconds)}"
+
+
+def _changes(config, smaller):
+    """`"filters 24 rather than 32, epochs 15 rather than 20"`: the fields in which
+    the configuration fallen back on differs, by name, since overrides can make
+    presets alike in any of them."""
+    return ", ".join(
+        f"{f.name} {getattr(smaller, f.name)!r} rather than {getattr(config, f.name)!r}"
+        for f in dataclasses.fields(config) if getattr(smaller, f.name) != getattr(config, f.name)
+    )
 
 
 def _spent(seconds):

@@ -6,9 +6,10 @@ A run folder's `progress.json` gains `train_seconds` when the epochs end and
 once `metrics.json` is written. Inside a stage, Keras's `BackupAndRestore`
 (the epochs) and `malis/` (the fine-tuning) hold the state to resume from.
 A folder with `metrics.json` and none of these holds a finished run, which
-`train` keeps rather than trains over (`finished_run`). `fit_callbacks` gives
-`fit` those callbacks, with the checkpoint and the history that a resumed run
-continues.
+`train` keeps rather than trains over (`finished_run`); one with them holds an
+unfinished run, which `train` resumes as it started (`unfinished_run`).
+`fit_callbacks` gives `fit` those callbacks, with the checkpoint and the history
+that a resumed run continues.
 """
 
 import json
@@ -18,7 +19,7 @@ from pathlib import Path
 import keras
 
 from unet_keras.backend_utils import KeepFreedMemory
-from unet_keras.budget import differences_from_request
+from unet_keras.budget import as_started, differences_from_request
 from unet_keras.config import TrainConfig
 from unet_keras.plots import read_history
 
@@ -61,8 +62,7 @@ def finished_run(run_dir, candidates):
     """
     run_dir = Path(run_dir)
     metrics = run_dir / "metrics.json"
-    unfinished = any((run_dir / name).exists() for name in (PROGRESS, "backup", "malis"))
-    if unfinished or not metrics.is_file():
+    if _unfinished(run_dir) or not metrics.is_file():
         return None
     saved = run_dir / "config.json"
     started = TrainConfig.from_json(saved.read_text()) if saved.is_file() else None
@@ -75,6 +75,48 @@ def finished_run(run_dir, candidates):
             f"RUN=NAME), or delete {run_dir}/ to train over it."
         )
     return json.loads(metrics.read_text())
+
+
+def unfinished_run(run_dir, candidates):
+    """The configuration to resume the unfinished run in `run_dir` with.
+
+    Read before anything is written: a restart goes on with the configuration
+    its `config.json` holds (`budget.as_started`), whatever the budget or the
+    machine's speed would choose now.
+
+    Args:
+        run_dir: A run folder.
+        candidates: The `TrainConfig`s that a new call of `train` asks to
+            train there (its config and fallbacks).
+
+    Returns:
+        That configuration, or None where the folder holds no unfinished run
+        (no `progress.json`, `backup/` or `malis/`) or no `config.json`.
+
+    Raises:
+        ValueError: If the candidates ask for another model: the message
+            names the fields that differ and how to go on.
+    """
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.json"
+    if not (_unfinished(run_dir) and saved.is_file()):
+        return None
+    started = TrainConfig.from_json(saved.read_text())
+    config = as_started(candidates, started)
+    if config is None:
+        differences = differences_from_request(candidates, started, restart=True)
+        raise ValueError(
+            f"{run_dir}/ holds an unfinished run of another configuration "
+            f"({'; '.join(differences)}). To resume it, run the command that started it "
+            f"again (its config.json holds the configuration); to train this one, give it "
+            f"another name (--name; make train RUN=NAME), or delete {run_dir}/ to start over."
+        )
+    return config
+
+
+def _unfinished(run_dir):
+    """Whether `run_dir` holds the state of a run stopped before its end."""
+    return any((run_dir / name).exists() for name in (PROGRESS, "backup", "malis"))
 
 
 def record_progress(run_dir, **stages):

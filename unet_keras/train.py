@@ -36,12 +36,7 @@ from unet_keras.backend_utils import (
     supports_jit,
     unseen_gpu_hint,
 )
-from unet_keras.budget import (
-    FineTuningDeadline,
-    as_started,
-    choose_within_budget,
-    time_training_step,
-)
+from unet_keras.budget import FineTuningDeadline, choose_within_budget, time_training_step
 from unet_keras.config import ARCHITECTURES, LOSSES, TrainConfig  # noqa: F401 (the API)
 from unet_keras.datasets import download_isbi2012, load_isbi2012, split_slices
 from unet_keras.family import build_unet3plus, build_unet_plus_plus, prediction_network
@@ -59,6 +54,7 @@ from unet_keras.progress import (
     fit_callbacks,
     read_progress,
     record_progress,
+    unfinished_run,
 )
 from unet_keras.report import format_scores, predict_and_score
 from unet_keras.tensorflow_env import check_weights_not_frozen
@@ -191,14 +187,10 @@ def _uses_jit(config, device):
     return supports_jit(device) if config.jit_compile == "auto" else config.jit_compile == "on"
 
 
-def _within_budget(candidates, images, masks, device, restarting, started_at, say):
+def _within_budget(candidates, images, masks, device, started_at, say):
     """The first of `candidates` that fits its time budget, or the last with as
     many steps as fit (`budget.choose_within_budget`), each timed on a
-    throwaway model. A restarted run keeps the configuration and the steps it
-    started with, which its `config.json` holds."""
-    saved = candidates[0].run_dir / "config.json"
-    if restarting and saved.is_file():
-        return as_started(candidates, TrainConfig.from_json(saved.read_text()))
+    throwaway model."""
     if not candidates[0].time_budget_minutes:
         return candidates[0]
 
@@ -257,17 +249,21 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=(), started_at=N
             `make train` passes its own start, so that the set-up counts.
 
     A folder that holds a finished run of the same configuration is kept as
-    it is: `train` trains nothing and returns its scores.
+    it is: `train` trains nothing and returns its scores. One that holds an
+    unfinished run is resumed with the configuration it started with, steps
+    included; the call may change only what does not change the trained model
+    (`budget.RESTART_FIELDS`, e.g. `workers` or the budget) and end it without
+    more fine-tuning (`malis_steps=0`).
 
     Returns:
         The dict written to `metrics.json`.
 
     Raises:
         ValueError: For a fallback with another run folder, a run folder
-            that holds a finished run of another configuration, or a
-            `started_at` in the future.
-        RuntimeError: On TensorFlow, when `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS` is
-            set (the model would not learn).
+            that holds a finished run of another configuration or an
+            unfinished run of another model, or a `started_at` in the future.
+        tensorflow_env.FrozenWeightsError: On TensorFlow, when
+            `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS` is set (the model would not learn).
     """
     started_at = time.time() if started_at is None else started_at
     if started_at > time.time() + 1:
@@ -292,6 +288,9 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=(), started_at=N
             "(--name; make train RUN=NAME).")
         say(format_scores(finished))
         return finished
+    # Before config.json is rewritten: a restart resumes what it started as, or is refused.
+    started = unfinished_run(run_dir, [config, *fallbacks])
+    config = started or config
     progress = read_progress(run_dir)
     resuming = "train_seconds" not in progress and (run_dir / "backup").is_dir()
     if resuming:
@@ -308,9 +307,8 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=(), started_at=N
 
     previous_policy = keras.config.dtype_policy()
     try:
-        if config.time_budget_minutes or fallbacks:
-            config = _within_budget([config, *fallbacks], images, masks, device,
-                                    resuming or bool(progress), started_at, say)
+        if started is None:
+            config = _within_budget([config, *fallbacks], images, masks, device, started_at, say)
         keras.utils.set_random_seed(config.seed)  # the same start as without a budget
         precision = choose_precision(config.mixed_precision, device)
         jit = _uses_jit(config, device)
