@@ -1,10 +1,12 @@
 """The command line: help, predict, evaluate, and clear errors for bad input."""
 
+import dataclasses
 import json
 import subprocess
 import sys
 
 import cv2
+import keras
 import numpy as np
 import pytest
 import tifffile
@@ -345,3 +347,155 @@ def test_merge_classifier_option_of_predict(tmp_path, misleading_isbi, capsys):
     assert main([*predict, "--output", str(merged), "--merge-classifier",
                  str(tmp_path / "missing.json")]) == 2
     assert "missing.json" in capsys.readouterr().err
+
+
+def _subparser(name):
+    parser = make_parser()
+    (commands,) = [a for a in parser._actions if a.dest == "command"]
+    return commands.choices[name]
+
+
+def test_train_help_names_each_choice_and_default():
+    from unet_keras.config import LOSSES, TrainConfig
+
+    train = _subparser("train")
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    options = {action.dest: action for action in train._actions}
+    assert fields <= set(options)
+    for name in fields - {"data_url"}:  # data_url's default is a variable or the source
+        assert "(default " in options[name].help, name
+    assert "(default: $UNET_KERAS_DATA_URL" in options["data_url"].help
+    assert tuple(options["loss"].choices) == LOSSES
+    for name in ("architecture", "optimizer", "schedule", "mixed_precision", "jit_compile",
+                 "padding", "upsampling"):
+        assert options[name].choices, name
+    assert "(default 16; --preset cpu-bf16 32, cpu-bf16-24 24, gpu 32)" in options["filters"].help
+    assert "(default 25 26 27 28 29)" in options["val_slices"].help
+    assert "(default on)" in options["tta"].help
+    assert "train's own messages too" in options["verbose"].help
+    help_text = train.format_help()
+    assert "{bce,dice,bce_dice,bce_cldice,weighted_ce}" in help_text
+    with pytest.raises(SystemExit):
+        make_parser().parse_args(["train", "--loss", "focal"])
+    assert "(default data/isbi2012)" in _subparser("download").format_help()
+
+
+def test_the_ridges_help_names_the_options_of_its_command():
+    ridges = {name: next(a for a in _subparser(name)._actions if a.dest == "ridges").help
+              for name in ("predict", "evaluate")}
+    assert "--watershed and --merge-classifier" in ridges["predict"]
+    assert "under the lines of --watershed;" in ridges["evaluate"]
+
+
+def _error_line(capsys):
+    error = capsys.readouterr().err
+    assert "Traceback" not in error
+    last = error.splitlines()[-1]
+    assert last.startswith("error: ")
+    return last
+
+
+def test_train_config_file_errors_name_the_file(tmp_path, monkeypatch, capsys):
+    import unet_keras.train
+    from unet_keras.config import TrainConfig
+
+    seen = []
+    monkeypatch.setattr(unet_keras.train, "train",
+                        lambda config, verbose, fallbacks=(), started_at=None: seen.append(config))
+    saved = tmp_path / "config.json"
+    saved.write_text(TrainConfig(filters=8, epochs=3).to_json())
+    assert main(["train", "--config", str(saved), "--epochs", "2"]) == 0
+    assert seen == [TrainConfig(filters=8, epochs=2)]  # the file, with the options over it
+
+    files = {"bogus.json": ('{"bogus": 1}', "does not know: bogus"),
+             "list.json": ("[1, 2]", "is a JSON object, got list"),
+             "bad.json": ("not json", "is not valid JSON"),
+             "zero.json": ('{"filters": 0}', "`filters` must be an integer >= 1")}
+    for name, (text, message) in files.items():
+        (tmp_path / name).write_text(text)
+        assert main(["train", "--config", str(tmp_path / name)]) == 2
+        line = _error_line(capsys)
+        assert str(tmp_path / name) in line and message in line, line
+    assert main(["train", "--config", str(tmp_path)]) == 2
+    assert f"{tmp_path} is a folder" in _error_line(capsys)
+    assert len(seen) == 1
+
+
+def test_download_into_a_file_is_a_clear_error(tmp_path, capsys):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert main(["download", "--dest", str(a_file)]) == 2
+    assert f"--dest {a_file} is a file: give a folder" in _error_line(capsys)
+    assert main(["download", "--dest", str(a_file / "data")]) == 2
+    assert "which is a file, not a folder" in _error_line(capsys)
+
+
+def test_system_errors_are_one_line(monkeypatch, capsys):
+    import unet_keras.datasets
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/data/isbi2012/train")
+
+    monkeypatch.setattr(unet_keras.datasets, "download_isbi2012", denied)
+    assert main(["download"]) == 2
+    assert _error_line(capsys) == "error: /data/isbi2012/train: Permission denied"
+
+
+@pytest.fixture
+def no_prediction(monkeypatch):
+    """Fails a test that predicts: its outputs must be refused before that."""
+    import unet_keras.inference
+
+    def predict(*args, **kwargs):
+        raise AssertionError("predicted before the outputs were checked")
+
+    monkeypatch.setattr(unet_keras.inference, "predict_tiled", predict)
+
+
+@pytest.mark.usefixtures("no_prediction")
+def test_predict_checks_its_outputs_and_model_before_predicting(tmp_path, tiny_model, capsys):
+    images = _write_pngs(tmp_path / "images", np.zeros((1, 48, 40), np.uint8))
+    predict = ["predict", "--model", str(tiny_model), "--input", str(images), "--no-tta"]
+    folder = tmp_path / "out"
+    folder.mkdir()
+    assert main([*predict, "--output", str(folder)]) == 2
+    assert f"--output {folder} is a folder: give a file, e.g." in _error_line(capsys)
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert main([*predict, "--output", str(tmp_path / "p.tif"), "--overlays", str(a_file)]) == 2
+    assert f"--overlays {a_file} is a file: give a folder" in _error_line(capsys)
+    assert not (tmp_path / "p.tif").exists()
+
+    corrupt = tmp_path / "corrupt.keras"
+    corrupt.write_bytes(b"PK not a zip archive")
+    for model in (corrupt, a_file):
+        predict[2] = str(model)
+        assert main([*predict, "--output", str(tmp_path / "p.tif")]) == 2
+        line = _error_line(capsys)
+        assert f"--model {model} is not a .keras model (corrupt, or another format)" in line
+        assert "File not found" not in line
+    predict[2] = str(tmp_path / "missing.keras")
+    assert main([*predict, "--output", str(tmp_path / "p.tif")]) == 2
+    assert "missing.keras does not exist: give a .keras model" in _error_line(capsys)
+
+
+def test_evaluate_checks_the_labels_before_the_watershed(tmp_path, monkeypatch, capsys):
+    import unet_keras.cli
+
+    def watershed(*args, **kwargs):
+        raise AssertionError("the watershed ran before the labels were checked")
+
+    monkeypatch.setattr(unet_keras.cli, "watershed_membranes", watershed)
+    tifffile.imwrite(tmp_path / "pred.tif", np.zeros((3, 16, 16), np.float32))
+    tifffile.imwrite(tmp_path / "labels.tif", np.full((2, 16, 16), 255, np.uint8))
+    assert main(["evaluate", "--prediction", str(tmp_path / "pred.tif"),
+                 "--labels", str(tmp_path / "labels.tif"), "--watershed"]) == 2
+    assert "The prediction has 3 slices and the labels 2" in _error_line(capsys)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="a TensorFlow setting")
+def test_train_with_weights_assumed_frozen_is_one_error_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("TF_ONEDNN_ASSUME_FROZEN_WEIGHTS", "1")
+    assert main(["train", "--preset", "cpu", "--runs-dir", str(tmp_path)]) == 2
+    assert _error_line(capsys).startswith("error: TF_ONEDNN_ASSUME_FROZEN_WEIGHTS=1 is set")
+    assert not any(tmp_path.iterdir())

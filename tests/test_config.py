@@ -100,6 +100,55 @@ def test_config_validation():
         TrainConfig(affine=False, zoom_range=0.1)
 
 
+@pytest.mark.parametrize("field, value, message", [
+    ("learning_rate", 0.0, "`learning_rate` must be a number > 0"),
+    ("learning_rate", -1e-3, "`learning_rate` must be a number > 0"),
+    ("learning_rate", float("nan"), "`learning_rate` must be a number > 0"),
+    ("w0", -1.0, "`w0` must be a number >= 0"),
+    ("sigma", 0.0, "`sigma` must be a number > 0"),
+    ("sigma", -2.0, "`sigma` must be a number > 0"),
+    ("weight_decay", -0.1, "`weight_decay` must be a number >= 0"),
+    ("dropout", 1.0, "`dropout` must be a number in \\[0, 1\\)"),
+    ("time_budget_minutes", float("nan"), "`time_budget_minutes` must be a number >= 0"),
+    ("time_budget_minutes", float("inf"), "`time_budget_minutes` must be a number >= 0"),
+    ("malis_learning_rate", -1e-4, "`malis_learning_rate` must be a number >= 0"),
+    ("mixed_precision", "fp8", "`mixed_precision` must be one of 'auto', 'off', 'float32', "
+                               "'mixed_float16', 'mixed_bfloat16'; got 'fp8'"),
+    ("padding", "full", "`padding` must be one of 'same', 'valid'; got 'full'"),
+    ("upsampling", "nearest", "`upsampling` must be one of 'transpose', 'bilinear'"),
+    ("jit_compile", "yes", "`jit_compile` must be one of 'auto', 'on', 'off'"),
+    ("filters", 0, "`filters` must be an integer >= 1, got 0"),
+    ("filters", 2.5, "`filters` must be an integer >= 1, got 2.5"),
+    ("depth", 0, "`depth` must be an integer >= 1"),
+    ("malis_steps", -1, "`malis_steps` must be an integer >= 0"),
+    ("epochs", True, "`epochs` must be an integer >= 1"),
+    ("val_slices", (30,), "`val_slices` holds 30: .* indices 0 to 29"),
+    ("val_slices", (-1, 3), "`val_slices` holds -1: "),
+    ("val_slices", (3, 7, 3), "`val_slices` repeats 3: .*each once"),
+    ("val_slices", tuple(range(30)), "`val_slices` holds every slice"),
+    ("val_slices", (2.5,), "`val_slices` holds 2.5"),
+    ("val_slices", 5, "`val_slices` is 5: it must name at least one held-out slice"),
+    ("name", "", "`name` must name the run's folder inside `runs_dir`"),
+    ("name", "..", "`name` must name"),
+    ("name", "a/b", "without a path separator.*got 'a/b'"),
+])
+def test_each_field_is_checked_at_construction(field, value, message):
+    """Before the download, the data and the run folder: the message names the
+    field and what it accepts."""
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**{field: value})
+
+
+def test_the_precisions_are_those_the_training_accepts():
+    from unet_keras.backend_utils import choose_precision
+    from unet_keras.config import PRECISIONS
+
+    cpu = DeviceInfo("tensorflow", "CPU", "x", bf16=False)
+    for precision in PRECISIONS:
+        choose_precision(precision, cpu)  # raises for one it does not know
+        TrainConfig(mixed_precision=precision)
+
+
 def test_config_json_round_trip_keeps_every_field():
     changed = dict(
         name="wide", runs_dir="elsewhere", data_url="file:///mirror/", architecture="unet++",
@@ -138,3 +187,23 @@ def test_config_json_of_another_version_with_unknown_fields_is_a_clear_error():
         TrainConfig.from_json(json.dumps(saved))
     with pytest.raises(ValueError, match="is a JSON object, got list"):
         TrainConfig.from_json("[1, 2]")
+
+
+def test_config_file_errors_name_the_file(tmp_path):
+    saved = tmp_path / "config.json"
+    saved.write_text(TrainConfig(filters=8).to_json())
+    assert TrainConfig.from_file(saved, epochs=3) == TrainConfig(filters=8, epochs=3)
+    with pytest.raises(ValueError, match="`filters` must be an integer"):
+        TrainConfig.from_file(saved, filters=0)  # the overrides are checked too
+    cases = {"bad.json": ("not json", "bad.json is not valid JSON"),
+             "list.json": ("[1, 2]", "list.json: A TrainConfig is a JSON object, got list"),
+             "bogus.json": ('{"bogus": 1}', "bogus.json: .*does not know: bogus"),
+             "slices.json": ('{"val_slices": 3}', "slices.json: `val_slices` is 3")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ValueError, match=message):
+            TrainConfig.from_file(tmp_path / name)
+    with pytest.raises(ValueError, match="is a folder: give the config.json of a run"):
+        TrainConfig.from_file(tmp_path)
+    with pytest.raises(ValueError, match="missing.json does not exist"):
+        TrainConfig.from_file(tmp_path / "missing.json")

@@ -1,5 +1,7 @@
 """ISBI 2012 download (from a loopback server and file://) and loading (NumPy only)."""
 
+import errno
+import os
 import shutil
 import socket
 import time
@@ -100,6 +102,41 @@ def test_file_url_and_environment_variable(isbi_mirror, tmp_path, monkeypatch):
 def test_fetch_verified_missing_file(isbi_mirror, tmp_path):
     with pytest.raises(DownloadError, match="Could not download"):
         fetch_verified((isbi_mirror / "nope.png").as_uri(), tmp_path / "x.png", "0" * 64)
+    assert not list(tmp_path.iterdir())
+
+
+class FullDisk:
+    """A file whose writes fail as on a full disk."""
+
+    def __init__(self, file):
+        self.file = file
+
+    def write(self, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def __getattr__(self, name):
+        return getattr(self.file, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.file.close()
+
+
+def test_a_local_write_error_is_not_blamed_on_the_source(isbi_mirror, tmp_path, monkeypatch):
+    """A full disk names the file it could not write, without the mirror hint
+    that a download error gives, and leaves no partial file."""
+    real_fdopen = os.fdopen
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: FullDisk(real_fdopen(fd, mode)))
+    name = "train/image/0.png"
+    target = tmp_path / "0.png"
+    with pytest.raises(OSError) as error:
+        fetch_verified((isbi_mirror / name).as_uri(), target, manifest()[name])
+    assert not isinstance(error.value, DownloadError)
+    assert error.value.errno == errno.ENOSPC and error.value.filename == str(target)
+    assert "No space left on device while saving file://" in error.value.strerror
+    assert DATA_URL_ENV not in str(error.value)
     assert not list(tmp_path.iterdir())
 
 

@@ -9,6 +9,7 @@ import pytest
 from unet_keras.tensorflow_env import (
     FROZEN_WEIGHTS_VARIABLE,
     ONEDNN_VARIABLE,
+    FrozenWeightsError,
     check_weights_not_frozen,
     enable_onednn,
 )
@@ -91,8 +92,9 @@ def test_importing_keras_first_warns_when_tensorflow_runs_without_onednn():
 @pytest.mark.parametrize("value", ["1", "true"])
 def test_training_is_refused_where_weights_are_assumed_frozen(monkeypatch, value):
     monkeypatch.setenv(FROZEN_WEIGHTS_VARIABLE, value)
-    with pytest.raises(RuntimeError, match="Unset it for training"):
+    with pytest.raises(FrozenWeightsError, match="Unset it for training"):
         check_weights_not_frozen()
+    assert issubclass(FrozenWeightsError, RuntimeError)  # what train raised before
 
 
 def test_training_is_allowed_otherwise(monkeypatch):

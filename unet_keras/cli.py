@@ -10,6 +10,7 @@ from pathlib import Path
 from unet_keras.datasets import DownloadError
 from unet_keras.io import membrane_mask_from_labels, read_stack, to_unit_range, write_stack
 from unet_keras.postprocess import _check_parameters, ridge_membranes, watershed_membranes
+from unet_keras.tensorflow_env import FrozenWeightsError
 
 # The options --marker-threshold, ... and their defaults, read from the function
 # so that the help text cannot drift from the code.
@@ -21,21 +22,44 @@ _WATERSHED_DEFAULTS = {
 
 
 def _add_config_arguments(parser):
-    """One option per `TrainConfig` field, with the field's default."""
-    from unet_keras.train import TrainConfig
+    """One option per `TrainConfig` field, with its choices and its default."""
+    from unet_keras.config import CHOICES, FIELD_HELP, PRESETS, TrainConfig
 
+    presets = {preset: TrainConfig.from_preset(preset) for preset in PRESETS}
     for f in dataclasses.fields(TrainConfig):
         option = "--" + f.name.replace("_", "-")
+        text = FIELD_HELP.get(f.name, f.name.replace("_", " "))
+        if f.name != "data_url":
+            text += f" ({_default_text(f.name, presets)})"
+        text = text.replace("%", "%%")  # argparse formats help with %
         if f.type is bool or isinstance(f.default, bool):
-            parser.add_argument(option, action=argparse.BooleanOptionalAction, default=None)
+            parser.add_argument(option, action=argparse.BooleanOptionalAction, help=text)
         elif f.name == "val_slices":
-            parser.add_argument(option, type=int, nargs="*", default=None, metavar="I")
+            parser.add_argument(option, type=int, nargs="+", metavar="I", help=text)
         elif f.name == "zoom_range":
-            parser.add_argument(option, type=float, nargs=2, default=None,
-                                metavar=("LOWER", "UPPER"))
+            parser.add_argument(option, type=float, nargs=2, metavar=("LOWER", "UPPER"),
+                                help=text)
         else:
             kind = type(f.default) if f.default is not None else str
-            parser.add_argument(option, type=kind, default=None, metavar=f.name.upper())
+            choices = CHOICES.get(f.name)  # listed as {a,b} by argparse, without a metavar
+            parser.add_argument(option, type=kind, default=None, choices=choices, help=text,
+                                metavar=None if choices else f.name.upper())
+
+
+def _default_text(name, presets):
+    """`"default 16"`: the cpu preset's, and those of the presets that differ."""
+    shown = {preset: _shown(getattr(config, name)) for preset, config in presets.items()}
+    default = shown.pop("cpu")
+    others = ", ".join(f"{p} {v}" for p, v in shown.items() if v != default)
+    return f"default {default}" + (f"; --preset {others}" if others else "")
+
+
+def _shown(value):
+    """A default as it is typed on the command line."""
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    values = value if isinstance(value, tuple) else (value,)
+    return " ".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
 
 def _train(args):
@@ -49,7 +73,7 @@ def _train(args):
     }
     presets = ()  # read from a file: no presets to fall back on
     if args.config:
-        config = TrainConfig(**{**json.loads(Path(args.config).read_text()), **overrides})
+        config = TrainConfig.from_file(args.config, **overrides)
     else:
         presets = (args.preset,)
         if args.preset == "auto":
@@ -78,13 +102,14 @@ def _either(names):
     return " or ".join([", ".join(names[:-1]), names[-1]] if len(names) > 1 else names)
 
 
-def _add_watershed_arguments(parser, help):
-    """`--watershed` and its parameters, with `watershed_membranes`'s defaults."""
+def _add_watershed_arguments(parser, help, closers="--watershed"):
+    """`--watershed` and its parameters, with `watershed_membranes`'s defaults;
+    `closers` names the command's options that draw lines over the ridges."""
     parser.add_argument("--watershed", action="store_true", help=help)
     parser.add_argument(
         "--ridges", action=argparse.BooleanOptionalAction, default=None,
         help="redraw each boundary one pixel wide on its probability ridge (the default "
-             "under the lines of --watershed and --merge-classifier; off otherwise)",
+             f"under the lines of {closers}; off otherwise)",
     )
     group = parser.add_argument_group("watershed parameters (with --watershed)")
     helps = {
@@ -127,18 +152,56 @@ def _close_gaps(membrane, args, watershed_options):
 def _download(args):
     from unet_keras.datasets import download_isbi2012
 
+    _check_place(args.dest, "--dest", folder=True)
     print(f"ISBI 2012 data in {download_isbi2012(args.dest, base_url=args.base_url)}")
 
 
-def _predict(args):
+def _check_place(path, option, folder):
+    """Refuses a path that cannot be written as a folder (`folder`) or a file,
+    before any slow work: one that is the other kind, or lies under a file."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        wanted = "a folder to write into" if folder else f"a file, e.g. {path / 'membrane.tif'}"
+        raise ValueError(f"{option} {path} is a {'file' if folder else 'folder'}: give {wanted}.")
+    above = next(p for p in path.absolute().parents if p.exists())
+    if not above.is_dir():
+        raise ValueError(f"{option} {path} lies under {above}, which is a file, not a folder.")
+
+
+def _load_model(path):
+    """The model of `predict --model`, uncompiled (predicting only); a missing or
+    unreadable file is a clear error."""
+    import zipfile
+
     import keras
 
+    path = Path(path)
+    example = "give a .keras model that train wrote, e.g. runs/default/model.keras"
+    if not path.is_file():
+        raise ValueError(
+            f"--model {path} {'is a folder' if path.is_dir() else 'does not exist'}: {example}."
+        )
+    unreadable = f"--model {path} is not a .keras model (corrupt, or another format)"
+    # A .keras model is a zip archive (.h5: Keras 2's format, which Keras 3 still reads).
+    if path.suffix != ".h5" and not (path.suffix == ".keras" and zipfile.is_zipfile(path)):
+        raise ValueError(f"{unreadable}: {example}.")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except Exception as error:  # whatever Keras fails on, say which file and its first line
+        said = str(error).strip().splitlines()
+        raise ValueError(f"{unreadable}: {said[0] if said else type(error).__name__}") from error
+
+
+def _predict(args):
     from unet_keras.family import prediction_network
     from unet_keras.folding import fold_batch_norm
     from unet_keras.inference import predict_tiled
     from unet_keras.plots import save_overlays
 
     watershed_options = _watershed_options(args)
+    _check_place(args.output, "--output", folder=False)  # before the slow part
+    if args.overlays:
+        _check_place(args.overlays, "--overlays", folder=True)
     classifier = None
     if args.merge_classifier:
         if args.watershed:
@@ -149,8 +212,8 @@ def _predict(args):
         from unet_keras.agglomeration import MergeClassifier
 
         classifier = MergeClassifier.load(args.merge_classifier)  # before the slow part
-    model = keras.models.load_model(args.model, compile=False)  # predicting only
-    model = prediction_network(model)  # a U-Net++ or UNet 3+ without its side outputs
+    # A U-Net++ or UNet 3+ without its side outputs.
+    model = prediction_network(_load_model(args.model))
     try:
         model = fold_batch_norm(model)  # the same maps, computed faster
     except ValueError:  # not a functional model: predict with it as it is
@@ -242,11 +305,12 @@ def _evaluate(args):
         raise ValueError(f"--errors must be at least 1, got {args.errors}.")
     watershed_options = _watershed_options(args)
     prob = read_stack(args.prediction).astype("float32")
+    # The labels first: a mismatch is found before the slow watershed, not after it.
+    labels = _select_slices(read_stack(args.labels), args.label_slices, len(prob))
+    mask = membrane_mask_from_labels(labels, source=str(args.labels))
     if args.isbi_submission:
         prob = 1.0 - prob
     prob = _close_gaps(prob, args, watershed_options)
-    labels = _select_slices(read_stack(args.labels), args.label_slices, len(prob))
-    mask = membrane_mask_from_labels(labels, source=str(args.labels))
     scores = score_isbi(prob, mask)
     for curve in ("thresholds", "v_rand_curve", "v_info_curve"):
         del scores[curve]
@@ -258,6 +322,8 @@ def _evaluate(args):
 
 
 def make_parser():
+    from unet_keras.config import PRESETS  # loads Keras, which the train defaults need anyway
+
     parser = argparse.ArgumentParser(
         prog="python -m unet_keras",
         description="U-Net for ISBI 2012 EM segmentation: download, train, predict, evaluate.",
@@ -265,20 +331,23 @@ def make_parser():
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("download", help="download and verify the ISBI 2012 data")
-    p.add_argument("--dest", default="data/isbi2012")
+    p.add_argument("--dest", default="data/isbi2012",
+                   help="the folder to download into (default data/isbi2012)")
     p.add_argument("--base-url", default=None,
                    help="mirror base URL (default: $UNET_KERAS_DATA_URL or the public source)")
     p.set_defaults(run=_download)
 
     p = commands.add_parser("train", help="train on ISBI 2012, predict and score (a run folder)")
-    # config.PRESETS, written out: importing config would load Keras for `--help`.
-    p.add_argument("--preset", choices=("auto", "cpu", "cpu-bf16", "cpu-bf16-24", "gpu"),
-                   default="auto",
+    p.add_argument("--preset", choices=("auto", *PRESETS), default="auto",
                    help="the default configuration for a CPU, a CPU that computes in "
-                        "bfloat16 (cpu-bf16-24: for a slower one), or a GPU (auto: by "
-                        "the machine)")
-    p.add_argument("--config", help="a config.json of an earlier run to start from")
-    p.add_argument("--verbose", type=int, default=1, help="Keras fit verbosity (0, 1, 2)")
+                        "bfloat16 (cpu-bf16-24: for a slower one), or a GPU (default "
+                        "auto: by the machine)")
+    p.add_argument("--config", metavar="JSON",
+                   help="a config.json of an earlier run to start from, instead of --preset; "
+                        "the options below override its values")
+    p.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                   help="0: silent, train's own messages too; 1: a progress bar; 2: one "
+                        "line per epoch (default 1)")
     p.add_argument("--started-at", type=float, default=None, metavar="SECONDS",
                    help="the Unix time the --time-budget-minutes count from (default: now; "
                         "make train passes its own start, so that the set-up counts)")
@@ -291,12 +360,13 @@ def make_parser():
     p.add_argument("--output", required=True, help="the float32 TIFF stack to write")
     p.add_argument("--overlays", help="a folder for PNG overlays")
     p.add_argument("--tile", type=int, default=None, help="input tile size (default: automatic)")
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--batch-size", type=int, default=4, help="tiles a step (default 4)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="average over the 8 flips and rotations")
     p.add_argument("--isbi-submission", action="store_true",
                    help="write interior probabilities (1 - membrane), the challenge's convention")
-    _add_watershed_arguments(p, "close the gaps between cells with a seeded watershed")
+    _add_watershed_arguments(p, "close the gaps between cells with a seeded watershed",
+                             "--watershed and --merge-classifier")
     p.add_argument("--merge-classifier", metavar="JSON",
                    help="close the gaps with the watershed and a run's learned merging "
                         "instead, e.g. runs/default/merge_classifier.json")
@@ -323,6 +393,14 @@ def main(argv=None):
     args = make_parser().parse_args(argv)
     try:
         return args.run(args) or 0
-    except (FileNotFoundError, ValueError, DownloadError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (OSError, ValueError, DownloadError, FrozenWeightsError) as error:
+        print(f"error: {_one_line(error)}", file=sys.stderr)
         return 2
+
+
+def _one_line(error):
+    """The message of `error` on one line; an OSError of the system as
+    `path: reason` rather than `[Errno 21] Is a directory: 'path'`."""
+    if isinstance(error, OSError) and error.filename and error.strerror:
+        return f"{error.filename}: {error.strerror}"
+    return " ".join(str(error).split())

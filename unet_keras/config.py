@@ -4,6 +4,9 @@ the notebooks and the Python API, and saved as `config.json` in the run folder.
 
 import dataclasses
 import json
+import math
+import numbers
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +14,7 @@ from unet_keras.augment import zoom_bounds
 from unet_keras.backend_utils import computes_bfloat16_on_cpu, detect_device
 from unet_keras.geometry import valid_output_size
 from unet_keras.malis import MERGE_LEARNING_RATE, MERGE_WEIGHT
+from unet_keras.model import PADDINGS, UPSAMPLINGS
 
 ARCHITECTURES = ("unet", "unet++", "unet3+")
 LOSSES = ("bce", "dice", "bce_dice", "bce_cldice", "weighted_ce")
@@ -18,6 +22,101 @@ OPTIMIZERS = ("adam", "adamw", "sgd")
 SCHEDULES = ("cosine", "constant")
 # TrainConfig(), .for_bfloat16_cpu(), .for_slower_bfloat16_cpu(), .for_gpu()
 PRESETS = ("cpu", "cpu-bf16", "cpu-bf16-24", "gpu")
+# What backend_utils.choose_precision accepts.
+PRECISIONS = ("auto", "off", "float32", "mixed_float16", "mixed_bfloat16")
+JIT_COMPILE = ("auto", "on", "off")
+ISBI_SLICES = 30  # the labelled ISBI 2012 stack, whose slices val_slices names (0-29)
+
+# The fields with a fixed set of values, those that are whole numbers (with their
+# least value), and the other numbers: (lowest, whether it is allowed, the bound
+# above it or None, what the number is).
+CHOICES = {
+    "architecture": ARCHITECTURES, "padding": PADDINGS, "upsampling": UPSAMPLINGS,
+    "loss": LOSSES, "optimizer": OPTIMIZERS, "schedule": SCHEDULES,
+    "mixed_precision": PRECISIONS, "jit_compile": JIT_COMPILE,
+}
+INTEGERS = {
+    "filters": 1, "depth": 1, "tile_size": 1, "batch_size": 1, "epochs": 1,
+    "steps_per_epoch": 1, "workers": 1, "malis_steps": 0,
+}
+NUMBERS = {
+    "dropout": (0.0, True, 1.0, "the fraction of units dropped; 0 = off"),
+    "learning_rate": (0.0, False, None, "e.g. 2e-3"),
+    "weight_decay": (0.0, True, None, "0 = AdamW's 1e-4"),
+    "ema": (0.0, True, 1.0, "the momentum of the weight average; 0 = off, typical 0.99"),
+    "w0": (0.0, True, None, "the border weight of loss='weighted_ce'; the paper's 10"),
+    "sigma": (0.0, False, None, "the border width in pixels of loss='weighted_ce'; 5"),
+    "malis_weight": (0.0, True, None, "the weight of the merges in the fine-tuning"),
+    "malis_learning_rate": (0.0, True, None, "the fine-tuning's learning rate"),
+    "time_budget_minutes": (0.0, True, None, "0 = no limit"),
+}
+
+
+# The help of `train`'s options for the fields whose names say too little (cli.py adds
+# each default), kept beside the fields so that it cannot drift from them.
+FIELD_HELP = {
+    "name": "the run folder's name, inside --runs-dir",
+    "runs_dir": "the folder of the run folders",
+    "data_dir": "the folder of the ISBI 2012 data, downloaded there if missing",
+    "data_url": "the data's mirror (default: $UNET_KERAS_DATA_URL, else the public source)",
+    "filters": "channels of the first level, doubled at each level below",
+    "depth": "the network's 2x2 poolings",
+    "batch_norm": "BatchNorm after each convolution",
+    "dropout": "dropout at the end of the contracting path",
+    "residual": "residual convolution blocks",
+    "weight_decay": "AdamW's weight decay; 0 gives 1e-4 with --optimizer adamw",
+    "ema": "momentum of an average of the weights, in [0, 1); 0: off",
+    "w0": "border weight of --loss weighted_ce",
+    "sigma": "border width in pixels of --loss weighted_ce",
+    "elastic": "random elastic deformations",
+    "symmetries": "random flips and quarter turns",
+    "affine": "random small rotations and shifts",
+    "zoom_range": "random zoom bounds, > 0 zooms out; with --affine",
+    "gray": "random brightness, contrast and gamma",
+    "val_slices": "the held-out slices of the 30 (0-29), that pick the best epoch and score it",
+    "workers": "threads that build the training batches",
+    "malis_steps": "steps of fine-tuning against merges after the epochs; 0: off",
+    "malis_weight": "weight of the merges in that fine-tuning",
+    "malis_learning_rate": "learning rate of that fine-tuning",
+    "time_budget_minutes": "minutes for the whole run, in which a slower machine trains "
+                           "fewer steps; 0: no limit",
+    "mixed_precision": "precision policy; auto: mixed on GPUs, float32 on CPUs",
+    "jit_compile": "XLA compilation; auto: with JAX, and with TensorFlow on a GPU",
+    "tta": "average the scored predictions over the 8 flips and rotations",
+    "learned_merging": "also merge the watershed's regions with a classifier fitted on the "
+                       "training slices",
+    "ridges": "also redraw the boundaries on their ridges",
+    "reduce_lr_on_plateau": "halve the learning rate when the held-out Dice stalls",
+    "tensorboard": "write TensorBoard logs to the run folder's logs/",
+    "overlays": "write the held-out predictions over their images as PNGs",
+}
+
+
+def _checked_val_slices(val_slices):
+    """`val_slices` as a tuple of ints, each a slice of the ISBI stack, once."""
+    try:
+        values = () if isinstance(val_slices, (str, bytes)) else tuple(val_slices)
+    except TypeError:  # a single number
+        values = ()
+    wrong = [i for i in values if isinstance(i, bool) or not isinstance(i, numbers.Integral)
+             or not 0 <= i < ISBI_SLICES]
+    repeated = sorted({i for i in values if values.count(i) > 1})
+    if not values:
+        problem = f"is {val_slices!r}"
+    elif wrong:
+        problem = f"holds {', '.join(map(repr, wrong))}"
+    elif repeated:
+        problem = f"repeats {', '.join(map(str, repeated))}"
+    elif len(values) == ISBI_SLICES:
+        problem = "holds every slice, which leaves none to train on"
+    else:
+        return tuple(int(i) for i in values)
+    raise ValueError(
+        f"`val_slices` {problem}: it must name at least one held-out slice of the "
+        f"{ISBI_SLICES}-slice ISBI stack, each once, as indices 0 to {ISBI_SLICES - 1}, and "
+        "leave the others to train on; e.g. (25, 26, 27, 28, 29), the default. The best "
+        "model is chosen, and the run scored, on them."
+    )
 
 
 @dataclass
@@ -93,39 +192,22 @@ class TrainConfig:
     overlays: bool = True
 
     def __post_init__(self):
-        self.val_slices = tuple(int(i) for i in self.val_slices)
+        """Checks every field at construction, so that a bad value fails before the
+        download, the data and the run folder, with what would work."""
+        self._check_name()
+        self.val_slices = _checked_val_slices(self.val_slices)
         self.zoom_range = zoom_bounds(self.zoom_range, self.affine)
-        if not self.val_slices:
-            raise ValueError(
-                "`val_slices` must name at least one held-out slice: the best model is "
-                "chosen, and the run scored, on them."
-            )
-        for name, value, choices in (
-            ("architecture", self.architecture, ARCHITECTURES),
-            ("loss", self.loss, LOSSES),
-            ("optimizer", self.optimizer, OPTIMIZERS),
-            ("schedule", self.schedule, SCHEDULES),
-        ):
-            if value not in choices:
-                raise ValueError(f"`{name}` must be one of {choices}, got {value!r}.")
-        for name in ("epochs", "steps_per_epoch", "batch_size", "tile_size", "workers"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"`{name}` must be >= 1, got {getattr(self, name)!r}.")
-        self._check_malis_options()
-        if self.time_budget_minutes < 0:
-            raise ValueError(
-                f"`time_budget_minutes` must be >= 0 (0 = no limit), got "
-                f"{self.time_budget_minutes!r}."
-            )
-        if not 0 <= self.ema < 1:
-            raise ValueError(
-                f"`ema` is the momentum of the weight average, in [0, 1) (0 = off), "
-                f"got {self.ema!r}. Typical: 0.99."
-            )
-        if self.jit_compile not in ("auto", "on", "off"):
-            raise ValueError(
-                f"`jit_compile` must be 'auto', 'on' or 'off', got {self.jit_compile!r}."
-            )
+        for name, choices in CHOICES.items():
+            if getattr(self, name) not in choices:
+                raise ValueError(
+                    f"`{name}` must be one of {', '.join(map(repr, choices))}; "
+                    f"got {getattr(self, name)!r}."
+                )
+        for name, least in INTEGERS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+                raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
+        self._check_numbers()
         if self.architecture != "unet":
             self._check_family_options()
         if self.padding == "valid":
@@ -136,10 +218,31 @@ class TrainConfig:
                 f"padding='same', got {self.tile_size}."
             )
 
-    def _check_malis_options(self):
-        for name in ("malis_steps", "malis_weight", "malis_learning_rate"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"`{name}` must be >= 0, got {getattr(self, name)!r}.")
+    def _check_name(self):
+        """The run folder is `runs_dir/name`: a name that is empty, `.`, `..` or a
+        path would put the run's files into another folder."""
+        name = self.name
+        if (not isinstance(name, str) or name.strip() in ("", ".", "..")
+                or any(sep in name for sep in ("/", "\\", os.sep))):
+            raise ValueError(
+                f"`name` must name the run's folder inside `runs_dir`, without a path "
+                f"separator, and not be empty, '.' or '..'; got {name!r}. E.g. 'wide-32'; "
+                "set `runs_dir` for another parent folder."
+            )
+
+    def _check_numbers(self):
+        """Each of `NUMBERS` finite and within its bounds (NaN compares false with both)."""
+        for name, (low, low_included, high, hint) in NUMBERS.items():
+            value = getattr(self, name)
+            fits = (isinstance(value, numbers.Real) and not isinstance(value, bool)
+                    and math.isfinite(value)
+                    and (value >= low if low_included else value > low)
+                    and (high is None or value < high))
+            if not fits:
+                bounds = f"{'>=' if low_included else '>'} {low:g}"
+                if high is not None:
+                    bounds = f"in [{low:g}, {high:g})"
+                raise ValueError(f"`{name}` must be a number {bounds} ({hint}), got {value!r}.")
 
     def _check_family_options(self):
         """U-Net++ and UNet 3+ are built with "same" padding, no dropout and plain blocks."""
@@ -247,6 +350,28 @@ class TrainConfig:
 
     def to_json(self):
         return json.dumps(dataclasses.asdict(self), indent=2)
+
+    @classmethod
+    def from_file(cls, path, **overrides):
+        """The config of a `config.json` file, with some fields overridden.
+
+        Raises:
+            ValueError: Naming the file, for one that is missing or a folder,
+                not JSON, or not a config (`from_json`).
+        """
+        path = Path(path)
+        example = "give the config.json of a run, e.g. runs/default/config.json"
+        if not path.is_file():
+            raise ValueError(
+                f"{path} {'is a folder' if path.is_dir() else 'does not exist'}: {example}."
+            )
+        try:
+            config = cls.from_json(path.read_text())
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}): {example}.") from error
+        except (TypeError, ValueError) as error:  # not a config's fields, or bad values
+            raise ValueError(f"{path}: {error}") from error
+        return dataclasses.replace(config, **overrides)
 
     @classmethod
     def from_json(cls, text):

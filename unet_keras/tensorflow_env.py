@@ -78,6 +78,11 @@ def warn_if_onednn_off():
     return True
 
 
+class FrozenWeightsError(RuntimeError):
+    """Training refused: `TF_ONEDNN_ASSUME_FROZEN_WEIGHTS` is set. The command
+    line prints its message as one `error:` line."""
+
+
 def check_weights_not_frozen():
     """Refuses to train where TensorFlow's oneDNN caches the weights.
 
@@ -88,13 +93,14 @@ def check_weights_not_frozen():
     where it falls to 0.26 without it).
 
     Raises:
-        RuntimeError: If the variable is set to a true value.
+        FrozenWeightsError: If the variable is set to a true value.
     """
     value = os.environ.get(FROZEN_WEIGHTS_VARIABLE, "").strip().lower()
     if value in ("1", "true", "yes", "on"):
-        raise RuntimeError(
+        raise FrozenWeightsError(
             f"{FROZEN_WEIGHTS_VARIABLE}={os.environ[FROZEN_WEIGHTS_VARIABLE]} is set: "
             "TensorFlow's oneDNN would keep using the first weights of every convolution, "
-            "and the model would not learn. Unset it for training (it is meant for "
+            "and the model would not learn. Unset it for training, e.g. "
+            f"`env -u {FROZEN_WEIGHTS_VARIABLE} python -m unet_keras train` (it is meant for "
             "inference-only processes)."
         )

@@ -12,9 +12,9 @@ Cardona et al. 2010 (PLoS Biol 8(10): e1000502) and Arganda-Carreras et al.
 """
 
 import hashlib
+import http.client
 import os
 import tempfile
-import urllib.error
 import urllib.parse
 import urllib.request
 from importlib import resources
@@ -121,6 +121,8 @@ def fetch_verified(url, target, sha256, timeout=TIMEOUT):
     Raises:
         DownloadError: If the URL cannot be read, or the content has another
             sha256 (the message names the file, both sums and the URL).
+        OSError: If the file cannot be written here (a full disk, no
+            permission); its `filename` is the local path.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -128,16 +130,7 @@ def fetch_verified(url, target, sha256, timeout=TIMEOUT):
     try:
         hasher = hashlib.sha256()
         with os.fdopen(fd, "wb") as out:
-            try:
-                with urllib.request.urlopen(url, timeout=timeout) as response:
-                    for chunk in iter(lambda: response.read(1 << 16), b""):
-                        hasher.update(chunk)
-                        out.write(chunk)
-            except (urllib.error.URLError, OSError) as error:
-                reason = getattr(error, "reason", error)
-                raise DownloadError(
-                    f"Could not download {url}: {reason}. {_mirror_hint()}"
-                ) from error
+            _copy(url, out, hasher, timeout, target)
         actual = hasher.hexdigest()
         if actual != sha256.lower():
             raise DownloadError(
@@ -150,6 +143,39 @@ def fetch_verified(url, target, sha256, timeout=TIMEOUT):
         if os.path.exists(partial):
             os.remove(partial)
     return target
+
+
+def _copy(url, out, hasher, timeout, target):
+    """Streams `url` into the open file `out`. Only a failure to read the URL is
+    the source's (a `DownloadError` with the mirror hint); a failure to write is
+    this machine's, reported with the file that could not be written."""
+    network_errors = (OSError, http.client.HTTPException)  # URLError is an OSError
+    try:
+        response = urllib.request.urlopen(url, timeout=timeout)
+    except network_errors as error:
+        raise _download_error(url, error) from error
+    with response:
+        while True:
+            try:
+                chunk = response.read(1 << 16)
+            except network_errors as error:
+                raise _download_error(url, error) from error
+            if not chunk:
+                return
+            hasher.update(chunk)
+            try:
+                out.write(chunk)
+                out.flush()  # so that closing the file has nothing left to fail on
+            except OSError as error:
+                raise OSError(
+                    error.errno, f"{error.strerror or error} while saving {url} (free some "
+                    "space or download to another folder)", str(target),
+                ) from error
+
+
+def _download_error(url, error):
+    reason = getattr(error, "reason", error)
+    return DownloadError(f"Could not download {url}: {reason}. {_mirror_hint()}")
 
 
 def download_isbi2012(
