@@ -71,6 +71,29 @@ def test_one_colour_page_is_one_slice_not_a_stack_of_rows(tmp_path, rng):
         read_stack(tmp_path / "colour.tif")
 
 
+def test_a_trailing_channel_of_one_is_gray_not_a_width_of_one(tmp_path, rng):
+    """tifffile reads (H, W, 1) with axes "YXQ": it was H slices of W x 1."""
+    volume = rng.integers(0, 256, (3, 8, 10), dtype=np.uint8)
+    tifffile.imwrite(tmp_path / "page.tif", volume[0, ..., None])
+    np.testing.assert_array_equal(read_stack(tmp_path / "page.tif"), volume[:1])
+    np.testing.assert_array_equal(read_image(tmp_path / "page.tif"), volume[0])
+    tifffile.imwrite(tmp_path / "stack.tif", volume[..., None].astype(np.float32))
+    stack = read_stack(tmp_path / "stack.tif")
+    assert stack.dtype == np.float32
+    np.testing.assert_array_equal(stack, volume)
+    tifffile.imwrite(tmp_path / "narrow.tif", volume[..., :1], metadata={"axes": "ZYX"})
+    assert read_stack(tmp_path / "narrow.tif").shape == (3, 8, 1)  # a real width of 1
+
+
+def test_a_folder_mixing_bit_depths_is_refused(tmp_path):
+    """np.stack made it uint16, and 8-bit white became 255 / 65535."""
+    folder = _write_pngs(tmp_path / "slices", [255])
+    cv2.imwrite(str(folder / "1.png"), np.full((8, 8), 65535, np.uint16))
+    with pytest.raises(ValueError, match=r"different bit depths: uint8 \(e\.g\. 0\.png\), "
+                                         r"uint16 \(e\.g\. 1\.png\)"):
+        read_stack(folder)
+
+
 def test_one_image_file_is_a_stack_of_one(tmp_path, rng):
     gray = rng.integers(0, 256, (8, 10), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "slice.png"), gray)
@@ -123,9 +146,17 @@ def test_to_unit_range_scales_by_the_dtype():
     with pytest.raises(ValueError, match=r"must not be negative, got values down to -100"):
         to_unit_range(np.array([-100, 0, 200], np.int16))
     np.testing.assert_allclose(to_unit_range(np.array([0, 32767], np.int16)), [0.0, 1.0])
-    for outside in ([0.0, 1.5], [-0.1, 0.5], [0.0, 255.0]):
+    for outside in ([0.0, 1.5], [-0.1, 0.5], [0.0, 255.0], [0.0, np.inf]):
         with pytest.raises(ValueError, match=r"must lie in \[0, 1\]"):
             to_unit_range(np.array(outside, np.float32))
+
+
+def test_to_unit_range_of_an_empty_stack_and_of_nan():
+    for dtype in (np.float32, np.float64, np.uint8):
+        empty = to_unit_range(np.zeros((0, 8, 8), dtype))
+        assert empty.shape == (0, 8, 8) and empty.dtype == np.float32
+    with pytest.raises(ValueError, match=r"must not hold NaN, found 2 NaN pixel\(s\)"):
+        to_unit_range(np.array([0.5, np.nan, np.nan], np.float32))
 
 
 def test_membrane_mask_from_labels():

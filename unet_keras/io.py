@@ -26,6 +26,10 @@ def list_images(folder):
 
 
 def _check_gray(array, source):
+    """The (H, W) gray image of `array`: (H, W), (H, W, 1), or gray stored as
+    equal colour channels (H, W, 3 or 4)."""
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
     if array.ndim == 3 and array.shape[-1] in (3, 4):
         channels = array[..., :3]
         if not (np.array_equal(channels[..., 0], channels[..., 1])
@@ -62,6 +66,20 @@ def read_image(path):
     return _check_gray(np.asarray(array), path)
 
 
+def _check_one_dtype(slices, files, folder):
+    """Refuses a folder mixing dtypes: np.stack would promote 8-bit slices to
+    16 bits, and `to_unit_range` would then scale their white to 255/65535."""
+    first = {}
+    for image, file in zip(slices, files):
+        first.setdefault(image.dtype, file.name)
+    if len(first) > 1:
+        found = ", ".join(f"{dtype} (e.g. {name})" for dtype, name in first.items())
+        raise ValueError(
+            f"The images in {folder} have different bit depths: {found}. "
+            "Save them all with one bit depth."
+        )
+
+
 def read_stack(path):
     """Reads a folder of images or a (multi-page) TIFF as an (N, H, W) array.
 
@@ -74,8 +92,8 @@ def read_stack(path):
 
     Raises:
         FileNotFoundError: If the path does not exist or holds no image.
-        ValueError: For colour images, slices of different sizes, or a file
-            that is not a readable image.
+        ValueError: For colour images, slices of different sizes or bit
+            depths, or a file that is not a readable image.
     """
     path = Path(path)
     if not path.exists():
@@ -88,6 +106,7 @@ def read_stack(path):
         shapes = {s.shape for s in slices}
         if len(shapes) > 1:
             raise ValueError(f"The images in {path} have different sizes: {sorted(shapes)}.")
+        _check_one_dtype(slices, files, path)
         return np.stack(slices)
     if path.suffix.lower() not in TIFF_SUFFIXES:
         if path.suffix.lower() in IMAGE_SUFFIXES:
@@ -97,6 +116,11 @@ def read_stack(path):
             "images or a TIFF stack."
         )
     stack, axes = _read_tiff(path)
+    # A trailing channel of one sample, (H, W, 1) or (N, H, W, 1), is gray; it
+    # would otherwise pass for H slices of W x 1 pixels. An "X" last is a
+    # real width of 1 pixel.
+    if stack.ndim >= 3 and stack.shape[-1] == 1 and not axes.endswith("X"):
+        stack, axes = stack[..., 0], axes[:-1]
     # One colour page is (H, W, 3) and would pass for H slices of W x 3 pixels;
     # tifffile's axes tell them apart ("S" last: samples of one pixel).
     if stack.ndim == 2 or (stack.ndim == 3 and axes.endswith("S")):
@@ -112,8 +136,8 @@ def to_unit_range(stack):
     """Scales an integer stack to float32 in [0, 1] (by its dtype's maximum).
 
     Raises:
-        ValueError: For negative values (a signed integer stack) or floats
-            outside [0, 1]: rescale such images to [0, 1] first.
+        ValueError: For negative values (a signed integer stack), floats
+            outside [0, 1] (rescale such images to [0, 1] first) or NaN.
     """
     stack = np.asarray(stack)
     if np.issubdtype(stack.dtype, np.integer):
@@ -124,6 +148,15 @@ def to_unit_range(stack):
             )
         return (stack / np.iinfo(stack.dtype).max).astype("float32")
     stack = stack.astype("float32")
+    if not stack.size:
+        return stack
+    # NaN compares False with everything, so the range check below lets it pass.
+    missing = int(np.isnan(stack).sum())
+    if missing:
+        raise ValueError(
+            f"Float images must not hold NaN, found {missing} NaN pixel(s). "
+            "Fill them (e.g. np.nan_to_num(stack, nan=0.0)) first."
+        )
     if stack.min() < 0 or stack.max() > 1:
         raise ValueError(
             f"Float images must lie in [0, 1], got values in [{stack.min()}, {stack.max()}]."
