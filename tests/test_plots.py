@@ -14,9 +14,13 @@ from unet_keras.plots import (  # noqa: E402
     FALSE_NEGATIVE_COLOR,
     FALSE_POSITIVE_COLOR,
     MEMBRANE_COLOR,
+    _paint,
     _window_around_pieces,
     error_map,
     overlay,
+    plot_history,
+    read_history,
+    save_overlays,
     show_segment_errors,
 )
 
@@ -41,6 +45,52 @@ def test_overlay_paints_from_the_threshold():
     painted = overlay(image, prob, alpha=1.0)
     assert (painted[0, 0] == 0).all()
     assert (painted.reshape(-1, 3)[1:] == MEMBRANE_COLOR).all()
+
+
+def test_maps_of_another_size_are_refused_with_both_shapes():
+    image = np.zeros((4, 5), np.float32)
+    with pytest.raises(ValueError, match=r"`membrane_prob` has shape \(4, 4\) but `image` "
+                                         r"has shape \(4, 5\)"):
+        overlay(image, np.zeros((4, 4, 1), np.float32))
+    with pytest.raises(ValueError, match=r"`membrane_prob` has shape \(5, 4\)"):
+        error_map(image, np.zeros((5, 4)), np.zeros((4, 5)))
+    with pytest.raises(ValueError, match=r"`membrane_mask` has shape \(4, 6\)"):
+        error_map(image, np.zeros((4, 5)), np.zeros((4, 6)))
+
+
+def test_save_overlays_writes_pngs_and_names_a_path_it_cannot_write(tmp_path):
+    images, probs = np.zeros((2, 4, 4), np.float32), np.ones((2, 4, 4), np.float32)
+    paths = save_overlays(tmp_path / "new", images, probs, probs, names=["a", "b"])
+    assert [p.name for p in paths] == ["a.png", "b.png"] and all(p.is_file() for p in paths)
+    with pytest.raises(OSError, match=r"Could not write .*no_such_folder.a\.png"):
+        save_overlays(tmp_path, images[:1], probs[:1], names=["no_such_folder/a"])
+
+
+def test_read_history_reads_na_as_nan_and_leaves_out_empty_columns(tmp_path):
+    """Keras' CSVLogger writes "NA" for the val_* metrics of an epoch that did
+    not validate (validation_freq > 1, or no validation data at all)."""
+    path = tmp_path / "history.csv"
+    path.write_text("epoch,dice,loss,val_dice,val_loss\n"
+                    "0,0.5,1.0,NA,NA\n1,0.6,0.8,0.55,NA\n2,0.7,0.6,,NA\n")
+    history = read_history(path)
+    assert list(history) == ["epoch", "dice", "loss", "val_dice"]  # val_loss: never logged
+    assert history["epoch"] == [0, 1, 2] and history["loss"] == [1.0, 0.8, 0.6]
+    np.testing.assert_array_equal(history["val_dice"], [np.nan, 0.55, np.nan])
+    figure = plot_history(path)
+    assert [line.get_label() for line in figure.axes[1].lines] == ["training", "validation"]
+    plt.close(figure)
+
+
+def test_paint_gives_each_label_its_colour_over_the_gray_image():
+    image = np.full((2, 3), 0.5, np.float32)
+    labels = np.array([[0, 7, 7], [0, 9, 0]])
+    painted = _paint(image, labels, alpha=0.55)
+    assert painted.shape == (2, 3, 3) and painted.dtype == np.uint8
+    assert (painted[labels == 0] == 127).all()  # the background is the image
+    tab10 = np.array(plt.get_cmap("tab10").colors[:2]) * 255
+    expected = 0.45 * 127 + 0.55 * tab10  # label 7: the first colour, 9: the second
+    np.testing.assert_allclose(painted[0, 1:], [expected[0]] * 2, atol=1)
+    np.testing.assert_allclose(painted[1, 1], expected[1], atol=1)
 
 
 @pytest.fixture(scope="module")

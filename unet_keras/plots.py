@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import matplotlib.pyplot as plt
 import numpy as np
+from skimage.color import label2rgb
 
 MEMBRANE_COLOR = (255, 64, 160)  # magenta-ish, visible on gray EM
 FALSE_POSITIVE_COLOR = (255, 160, 0)  # predicted membrane that is not: orange
@@ -29,6 +30,17 @@ def _gray_to_rgb(image):
     return np.repeat((np.clip(image, 0, 1) * 255).astype("uint8")[..., None], 3, axis=-1)
 
 
+def _check_same_size(image, other, what):
+    """Refuses a map that does not cover the image pixel for pixel, which NumPy
+    would otherwise report as a broadcast or index error."""
+    image_shape = _as_2d(image, "image").shape
+    if np.shape(other) != image_shape:
+        raise ValueError(
+            f"`{what}` has shape {np.shape(other)} but `image` has shape {image_shape}: "
+            "give the map of this slice at the image's size (crop or resize one first)."
+        )
+
+
 def overlay(image, membrane_prob, alpha=0.6, threshold=0.5):
     """The image in gray with the predicted membrane painted over it.
 
@@ -40,9 +52,13 @@ def overlay(image, membrane_prob, alpha=0.6, threshold=0.5):
 
     Returns:
         An RGB uint8 image (H, W, 3).
+
+    Raises:
+        ValueError: If `membrane_prob` is not the size of `image`.
     """
-    rgb = _gray_to_rgb(image).astype("float32")
     prob = _as_2d(membrane_prob, "membrane_prob")
+    _check_same_size(image, prob, "membrane_prob")
+    rgb = _gray_to_rgb(image).astype("float32")
     painted = (prob >= threshold)[..., None] * alpha
     rgb = rgb * (1 - painted) + np.array(MEMBRANE_COLOR, "float32") * painted
     return rgb.astype("uint8")
@@ -54,10 +70,17 @@ def error_map(image, membrane_prob, membrane_mask, threshold=0.5):
     Returns:
         An RGB uint8 image (H, W, 3): the image in gray, orange where membrane
         was predicted but is not, blue where membrane was missed.
+
+    Raises:
+        ValueError: If `membrane_prob` or `membrane_mask` is not the size of `image`.
     """
+    prob = _as_2d(membrane_prob, "membrane_prob")
+    mask = _as_2d(membrane_mask, "membrane_mask")
+    _check_same_size(image, prob, "membrane_prob")
+    _check_same_size(image, mask, "membrane_mask")
     rgb = _gray_to_rgb(image)
-    predicted = _as_2d(membrane_prob, "membrane_prob") >= threshold
-    truth = _as_2d(membrane_mask, "membrane_mask") > 0.5
+    predicted = prob >= threshold
+    truth = mask > 0.5
     rgb[predicted & ~truth] = FALSE_POSITIVE_COLOR
     rgb[~predicted & truth] = FALSE_NEGATIVE_COLOR
     return rgb
@@ -67,8 +90,17 @@ def save_overlays(folder, images, membrane_probs, membrane_masks=None, names=Non
     """Writes one PNG per slice: the overlay, and the error map beside it when
     the ground truth is given.
 
+    Args:
+        folder: The folder of the PNGs, created if missing.
+        images, membrane_probs, membrane_masks: Stacks of slices of one size.
+        names: File names without ".png" (default "00", "01", ...).
+
     Returns:
         The list of written paths.
+
+    Raises:
+        ValueError: If a probability map or mask is not the size of its image.
+        OSError: If a PNG could not be written.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -81,18 +113,35 @@ def save_overlays(folder, images, membrane_probs, membrane_masks=None, names=Non
                 [panel, error_map(images[i], membrane_probs[i], membrane_masks[i])], axis=1
             )
         path = folder / f"{name}.png"
-        cv2.imwrite(str(path), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR))
+        # OpenCV reports a failed write (a missing subfolder in `name`, no
+        # permission, a full disk) only by returning False.
+        if not cv2.imwrite(str(path), cv2.cvtColor(panel, cv2.COLOR_RGB2BGR)):
+            raise OSError(
+                f"Could not write {path}: check that its folder exists and is writable "
+                "(a name in `names` must not contain a subfolder)."
+            )
         paths.append(path)
     return paths
 
 
+def _csv_float(text):
+    """A `CSVLogger` cell as a float: Keras writes "NA" for a metric that an
+    epoch did not log (the val_* columns of an epoch without validation)."""
+    return float("nan") if text in ("", "NA", None) else float(text)
+
+
 def read_history(path):
-    """Reads a `CSVLogger` file into a dict of float lists."""
+    """Reads a `CSVLogger` file into a dict of float lists, one per column.
+
+    Missing values ("NA", empty) are NaN; a column with no value at all (a
+    validation metric of a run that never validated) is left out.
+    """
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
         return {}
-    return {key: [float(row[key]) for row in rows] for key in rows[0]}
+    history = {key: [_csv_float(row[key]) for row in rows] for key in rows[0]}
+    return {key: values for key, values in history.items() if not np.isnan(values).all()}
 
 
 def plot_history(history, path=None, title="Training", dice_key="dice"):
@@ -153,14 +202,13 @@ def show_images(panels, titles=None, cmap="gray", size=3.2):
 
 
 def _paint(image, labels, alpha=0.55):
-    """The image in gray with each non-zero label in a colour of its own."""
-    rgb = _gray_to_rgb(image).astype("float32")
-    colours = plt.get_cmap("tab10").colors
-    for k, label in enumerate(np.unique(labels[labels > 0])):
-        inside = labels == label
-        colour = np.array(colours[k % len(colours)], "float32") * 255
-        rgb[inside] = (1 - alpha) * rgb[inside] + alpha * colour
-    return rgb.astype("uint8")
+    """The image in gray with each non-zero label in a colour of its own
+    (tab10's, in the order of the labels), as an RGB uint8 image."""
+    painted = label2rgb(
+        labels, image=_gray_to_rgb(image), colors=plt.get_cmap("tab10").colors,
+        alpha=alpha, bg_label=0, bg_color=None, kind="overlay",
+    )
+    return (painted * 255).astype("uint8")
 
 
 def _window_around_pieces(pieces, size, margin=16):

@@ -203,5 +203,6 @@ def _best_so_far(history_csv, monitor):
     that the checkpoint is not overwritten by a worse epoch after the restart."""
     if not history_csv.is_file():
         return None
-    values = read_history(history_csv).get(monitor)
+    # An epoch without the monitored value reads as NaN, which max() would not order.
+    values = [v for v in read_history(history_csv).get(monitor, []) if v == v]
     return max(values) if values else None
