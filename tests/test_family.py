@@ -126,9 +126,11 @@ def test_pruned_unet_plus_plus_shares_the_weights():
 
 def test_prune_errors_are_clear():
     full = build_unet_plus_plus((SIZE, SIZE, 1), depth=2, filters=2)
-    for level in (0, 3, "1", 1.0):
+    for level in (0, 3, "1", 1.0, True, np.int64(3)):  # True was x0_1's missing "x0_True"
         with pytest.raises(ValueError, match=r"`level` must be an integer from 1 to 2"):
             prune_unet_plus_plus(full, level)
+    pruned = prune_unet_plus_plus(full, np.int64(1))  # e.g. from np.argmax of the scores
+    assert pruned.output_names == ["x0_1"] and pruned.name == f"{full.name}_l1"
     with pytest.raises(ValueError, match="not a U-Net\\+\\+.*build_unet_plus_plus"):
         prune_unet_plus_plus(build_unet(filters=2, depth=2), 1)
     single = build_unet_plus_plus((SIZE, SIZE, 1), depth=2, filters=2, deep_supervision=False)
@@ -200,7 +202,10 @@ def test_unet3plus_parameter_count_derived_by_hand():
         (dict(filters=(4,)), "at least 2 integers"),
         (dict(filters=4), "at least 2 integers"),
         (dict(filters=(4, 0)), "at least 2 integers"),
+        (dict(filters=(2, True)), "at least 2 integers"),
+        (dict(filters=(2, 2.0)), "at least 2 integers"),
         (dict(cat_channels=0), "cat_channels"),
+        (dict(cat_channels=True), "cat_channels"),
         (dict(num_classes=0), "num_classes"),
         (dict(input_shape=(32, 32)), "height, width, channels"),
         (dict(input_shape=(40, 40, 1)), r"divisible by 2\*\*4 = 16, got 40.*32 or 48"),
@@ -224,6 +229,17 @@ def test_unet3plus_bad_arguments_raise(kwargs, message):
 def test_unet_plus_plus_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         build_unet_plus_plus(**{"input_shape": (SIZE, SIZE, 1), **kwargs})
+
+
+def test_numpy_integers_are_counts():
+    """np.int64 from a config or a sweep was refused; the layers get Python ints."""
+    model = build_unet3plus(
+        (16, 16, 1), filters=list(np.array([2, 2, 2])), cat_channels=np.int64(2)
+    )
+    assert model.get_layer("de1_conv").filters == 6  # 3 scales of cat_channels
+    assert type(model.get_layer("de1_from_en1_conv").filters) is int
+    model = build_unet_plus_plus((16, 16, 1), depth=2, filters=np.int32(2))
+    assert type(model.get_layer("x0_0_conv1").filters) is int
 
 
 def test_unet_plus_plus_size_not_divisible_raises():

@@ -44,10 +44,15 @@ def test_errors_name_the_nearest_sizes():
         valid_input_size(1)
 
 
-@pytest.mark.parametrize("depth", [0, -1, 2.0, "4"])
+@pytest.mark.parametrize("depth", [0, -1, 2.0, "4", True, np.int64(0)])
 def test_a_depth_that_is_not_a_positive_integer_is_refused(depth):
     with pytest.raises(ValueError, match="`depth` must be an integer >= 1"):
         valid_output_size(100, depth)
+
+
+def test_a_numpy_depth_is_a_depth():
+    assert valid_output_size(572, np.int64(4)) == 388
+    assert valid_input_size(388, np.int32(4)) == 572
 
 
 @pytest.mark.parametrize(

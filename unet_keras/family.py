@@ -29,6 +29,7 @@ To train on their mean instead, give one loss per output with
 refuses `loss_weights` next to a single loss.
 """
 
+import numbers
 import re
 
 import keras
@@ -45,6 +46,12 @@ from unet_keras.model import (
     head,
     up_step,
 )
+
+
+def _is_count(value):
+    """True for Python and NumPy integers; False for bools, which Python counts
+    as integers but nobody means as a level or a number of channels."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _encoder(inputs, filters, block_kwargs, name):
@@ -113,7 +120,7 @@ def build_unet_plus_plus(
     """
     input_shape = tuple(input_shape)
     _validate_network(input_shape, num_classes, depth)
-    _check_positive_int(filters, "filters")
+    filters = _check_positive_int(filters, "filters")
     if upsampling not in UPSAMPLINGS:
         raise ValueError(f"`upsampling` must be one of {UPSAMPLINGS}, got {upsampling!r}.")
     _validate_input_size(input_shape, depth)
@@ -182,11 +189,12 @@ def prune_unet_plus_plus(model, level):
             f"`model` ({model.name!r}) is not a U-Net++: build it with "
             "`build_unet_plus_plus` (whose outputs are named x0_1, x0_2, ...)."
         )
-    if not isinstance(level, int) or not 1 <= level <= depth:
+    if not _is_count(level) or not 1 <= level <= depth:
         raise ValueError(
             f"`level` must be an integer from 1 to {depth} (the depth of the "
             f"model), got {level!r}."
         )
+    level = int(level)
     output_name = _node_name(0, level)
     if output_name not in {layer.name for layer in model.layers}:
         raise ValueError(
@@ -205,20 +213,25 @@ def prune_unet_plus_plus(model, level):
 # UNet 3+
 # ---------------------------------------------------------------------------
 def _validate_unet3plus(input_shape, num_classes, filters, cat_channels):
+    """Checks the UNet 3+ arguments.
+
+    Returns:
+        `filters` as a tuple of Python ints and `cat_channels` as an int.
+    """
     filters = tuple(filters) if isinstance(filters, (list, tuple)) else filters
     if (
         not isinstance(filters, tuple)
         or len(filters) < 2
-        or not all(isinstance(f, int) and f >= 1 for f in filters)
+        or not all(_is_count(f) and f >= 1 for f in filters)
     ):
         raise ValueError(
             "`filters` must be a list of at least 2 integers >= 1, the channels of "
             f"every encoder level (the paper's: (64, 128, 256, 512, 1024)), got {filters!r}."
         )
     _validate_network(input_shape, num_classes, len(filters) - 1)
-    _check_positive_int(cat_channels, "cat_channels")
+    cat_channels = _check_positive_int(cat_channels, "cat_channels")
     _validate_input_size(input_shape, len(filters) - 1)
-    return filters
+    return tuple(int(f) for f in filters), cat_channels
 
 
 def _full_scale_decoder_node(level, encoder, decoder, cat_channels, block_kwargs):
@@ -296,7 +309,7 @@ def build_unet3plus(
         input size with deep supervision, else one map.
     """
     input_shape = tuple(input_shape)
-    filters = _validate_unet3plus(input_shape, num_classes, filters, cat_channels)
+    filters, cat_channels = _validate_unet3plus(input_shape, num_classes, filters, cat_channels)
     block_kwargs = dict(batch_norm=batch_norm, kernel_initializer=kernel_initializer)
 
     inputs = keras.Input(shape=input_shape, name="image")

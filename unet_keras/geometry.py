@@ -20,8 +20,15 @@ def _check_whole_pixels(value, name):
 
 
 def _check_positive_int(value, name):
-    if not isinstance(value, int) or value < 1:
+    """Refuses anything but an integer >= 1, NumPy's included; a bool is an
+    int to Python but never meant as a count.
+
+    Returns:
+        The value as a Python int, for layers and names.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+    return int(value)
 
 
 def _check_depth(depth):
