@@ -76,6 +76,24 @@ def test_runner_uses_this_interpreter_and_reports_failures(tmp_path):
     assert main([str(tmp_path), str(tmp_path / "out3"), "--fast", "--only", "01"]) == 0
 
 
+def test_an_error_without_a_failed_cell_is_named_by_its_last_line(tmp_path, monkeypatch):
+    """A dead kernel leaves no error output in any cell: the message is the
+    exception's last line, as text (it was a list: "['Kernel died ...']")."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import DeadKernelError
+
+    def die(self, **kwargs):
+        raise DeadKernelError("Traceback (most recent call last):\n  ...\nKernel died")
+
+    monkeypatch.setattr(NotebookClient, "execute", die)
+    path = _tiny_notebook(tmp_path / "01_dies.ipynb", "print('never runs')")
+    with pytest.raises(NotebookError) as caught:
+        execute_notebook(path, tmp_path / "out" / path.name)
+    assert str(caught.value).startswith("01_dies.ipynb failed after 0 s at DeadKernelError: "
+                                        "Kernel died. The executed copy is ")
+    assert (tmp_path / "out" / path.name).is_file()
+
+
 def test_kernel_env_keeps_the_base_env_and_one_copy_of_this_checkout(monkeypatch):
     base = {"PYTHONPATH": os.pathsep.join([str(REPO), "/elsewhere", ""]),
             "TF_CPP_MIN_LOG_LEVEL": "0", "OTHER": "kept"}

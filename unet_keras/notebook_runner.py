@@ -132,9 +132,12 @@ def execute_notebook(
         nbformat.write(nb, output)
     if error is not None:
         where = _failed_cell(nb)
+        # Without an error output (a dead kernel, a timeout), the exception's
+        # last line says what happened; the lines above are its traceback.
+        last_line = (str(error).strip().splitlines() or [""])[-1]
         detail = (
             f"cell {where[0]} ({where[1]!r}): {where[2]}" if where
-            else f"{type(error).__name__}: {str(error).strip().splitlines()[-1:]}"
+            else f"{type(error).__name__}: {last_line}"
         )
         saved = f" The executed copy is {output}." if output is not None else ""
         message = f"{path.name} failed after {seconds:.0f} s at {detail}.{saved}"
