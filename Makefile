@@ -4,8 +4,6 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-RUNTIME := $(VENV)/.runtime-installed
-STAMP := $(VENV)/.dev-installed
 RUN ?= default
 PRESET ?= auto
 BUDGET ?= 20
@@ -15,6 +13,10 @@ STARTED := $(shell date +%s)
 # "and-cuda" extra installs from pip. GPU=1 installs them; by default they come where
 # nvidia-smi lists a GPU (GPU=0: never).
 GPU ?= $(if $(shell nvidia-smi -L 2>/dev/null),1,0)
+# The stamp names what was installed, so that GPU=1 after an install without the CUDA
+# libraries installs them.
+RUNTIME := $(VENV)/.runtime-installed$(if $(filter 1,$(GPU)),-cuda)
+STAMP := $(VENV)/.dev-installed
 
 .PHONY: install install-dev test lint test-tf test-torch test-jax test-oldest train notebooks bench clean
 

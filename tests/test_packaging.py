@@ -134,8 +134,10 @@ def test_make_install_adds_tensorflows_cuda_libraries_for_a_gpu(gpu, cuda):
     # TensorFlow's wheel trains on the CPU beside a GPU unless NVIDIA's libraries
     # come with it; `make -n` prints the install's commands without running them.
     commands = subprocess.run(
-        ["make", "-n", "-B", ".venv/.runtime-installed", f"GPU={gpu}"],
+        ["make", "-n", "-B", "install", f"GPU={gpu}"],
         cwd=REPO, capture_output=True, text=True, check=True,
     ).stdout
     assert "pip install -r requirements.txt" in commands
     assert ('"tensorflow[and-cuda]==' in commands) == cuda
+    # A stamp of its own, so that GPU=1 after an install without the libraries adds them.
+    assert (".venv/.runtime-installed-cuda" in commands) == cuda
