@@ -330,7 +330,7 @@ def test_a_restart_without_the_budget_keeps_the_steps_it_cut(tmp_path, isbi_data
 
 
 @pytest.mark.usefixtures("functions_run_eagerly")
-def test_a_restart_goes_on_with_the_model_it_started(tmp_path, isbi_data):
+def test_a_restart_goes_on_with_the_model_it_started(tmp_path, isbi_data, capsys):
     """Another network is refused before config.json is rewritten, with the
     fields that differ; options that do not change the model resume the run."""
     config = tiny_config(tmp_path, isbi_data, epochs=3, overlays=False)
@@ -354,8 +354,11 @@ def test_a_restart_goes_on_with_the_model_it_started(tmp_path, isbi_data):
     moved = dataclasses.replace(config, data_dir=f"{isbi_data}/.", workers=1,
                                 time_budget_minutes=0.01)
     recorder = EpochRecorder()
-    train(moved, extra_callbacks=[recorder], verbose=0)
+    capsys.readouterr()
+    train(moved, extra_callbacks=[recorder], verbose=2)
     assert recorder.epochs == [1, 2] and recorder.batches == [0, 1, 2] * 2 + [0, 1]
+    assert (f"Resuming the interrupted run in {config.run_dir}/ (4 filters, 3 epochs of 3 "
+            "steps, as it started) from its backup.") in capsys.readouterr().out
     assert TrainConfig.from_json((config.run_dir / "config.json").read_text()) == moved
     assert read_history(config.run_dir / "history.csv")["epoch"] == [0, 1, 2]
 

@@ -293,11 +293,14 @@ def train(config=None, extra_callbacks=(), verbose=1, fallbacks=(), started_at=N
     config = started or config
     progress = read_progress(run_dir)
     resuming = "train_seconds" not in progress and (run_dir / "backup").is_dir()
+    # Named, since the preset picked for this machine may not be the one it started as.
+    what = (f" ({config.filters} filters, {config.epochs} epochs of {config.steps_per_epoch} "
+            "steps, as it started)" if started else "")
     if resuming:
-        say(f"Resuming the interrupted run in {run_dir}/ from its backup.")
+        say(f"Resuming the interrupted run in {run_dir}/{what} from its backup.")
     elif progress:
         left = "predictions" if "malis_seconds" in progress else "fine-tuning against merges"
-        say(f"Resuming the interrupted run in {run_dir}/ with its {left}.")
+        say(f"Resuming the interrupted run in {run_dir}/{what} with its {left}.")
     run_dir.mkdir(parents=True, exist_ok=True)
 
     device = detect_device()
