@@ -12,7 +12,7 @@ from pathlib import Path
 
 from unet_keras.augment import zoom_bounds
 from unet_keras.backend_utils import computes_bfloat16_on_cpu, detect_device
-from unet_keras.geometry import valid_output_size
+from unet_keras.geometry import is_integer, valid_output_size
 from unet_keras.malis import MERGE_LEARNING_RATE, MERGE_WEIGHT
 from unet_keras.model import PADDINGS, UPSAMPLINGS
 
@@ -98,8 +98,7 @@ def _checked_val_slices(val_slices):
         values = () if isinstance(val_slices, (str, bytes)) else tuple(val_slices)
     except TypeError:  # a single number
         values = ()
-    wrong = [i for i in values if isinstance(i, bool) or not isinstance(i, numbers.Integral)
-             or not 0 <= i < ISBI_SLICES]
+    wrong = [i for i in values if not is_integer(i) or not 0 <= i < ISBI_SLICES]
     repeated = sorted({i for i in values if values.count(i) > 1})
     if not values:
         problem = f"is {val_slices!r}"
@@ -205,7 +204,7 @@ class TrainConfig:
                 )
         for name, least in INTEGERS.items():
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:
+            if not is_integer(value) or value < least:
                 raise ValueError(f"`{name}` must be an integer >= {least}, got {value!r}.")
         self._check_numbers()
         if self.architecture != "unet":

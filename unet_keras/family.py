@@ -29,13 +29,12 @@ To train on their mean instead, give one loss per output with
 refuses `loss_weights` next to a single loss.
 """
 
-import numbers
 import re
 
 import keras
 from keras import layers
 
-from unet_keras.geometry import _check_positive_int
+from unet_keras.geometry import _check_positive_int, is_integer
 from unet_keras.model import (
     UPSAMPLINGS,
     _validate_input_size,
@@ -46,12 +45,6 @@ from unet_keras.model import (
     head,
     up_step,
 )
-
-
-def _is_count(value):
-    """True for Python and NumPy integers; False for bools, which Python counts
-    as integers but nobody means as a level or a number of channels."""
-    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def _encoder(inputs, filters, block_kwargs, name):
@@ -189,7 +182,7 @@ def prune_unet_plus_plus(model, level):
             f"`model` ({model.name!r}) is not a U-Net++: build it with "
             "`build_unet_plus_plus` (whose outputs are named x0_1, x0_2, ...)."
         )
-    if not _is_count(level) or not 1 <= level <= depth:
+    if not is_integer(level) or not 1 <= level <= depth:
         raise ValueError(
             f"`level` must be an integer from 1 to {depth} (the depth of the "
             f"model), got {level!r}."
@@ -222,7 +215,7 @@ def _validate_unet3plus(input_shape, num_classes, filters, cat_channels):
     if (
         not isinstance(filters, tuple)
         or len(filters) < 2
-        or not all(_is_count(f) and f >= 1 for f in filters)
+        or not all(is_integer(f) and f >= 1 for f in filters)
     ):
         raise ValueError(
             "`filters` must be a list of at least 2 integers >= 1, the channels of "

@@ -11,22 +11,27 @@ that work.
 import numbers
 
 
+def is_integer(value):
+    """True for Python and NumPy integers; False for bools, which Python counts
+    as integers but nobody means as a size, a count or an index."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
 def _check_whole_pixels(value, name):
     """Refuses a size that is not an integer (572.9 would silently become 572)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not is_integer(value):
         raise ValueError(
             f"`{name}` must be an integer number of pixels, got {value!r}: round it first."
         )
 
 
 def _check_positive_int(value, name):
-    """Refuses anything but an integer >= 1, NumPy's included; a bool is an
-    int to Python but never meant as a count.
+    """Refuses anything but an integer >= 1 (`is_integer`).
 
     Returns:
         The value as a Python int, for layers and names.
     """
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+    if not is_integer(value) or value < 1:
         raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
     return int(value)
 
