@@ -188,6 +188,18 @@ def test_bad_inputs(same_model, image, kwargs, match):
         predict_tiled(same_model, image, **kwargs)
 
 
+def test_integer_images_are_refused_floats_are_not_rescaled(same_model):
+    """A model trained on [0, 1] gave confident nonsense for 0-255 pixels;
+    floats pass as they are, for models normalised another way."""
+    for dtype in (np.uint8, np.uint16, np.int32):
+        match = rf"integer pixels \({np.dtype(dtype)}\).*to_unit_range"
+        with pytest.raises(ValueError, match=match):
+            predict_tiled(same_model, np.zeros((16, 16), dtype))
+    image = _image((16, 16))  # zero mean, unit variance: outside [0, 1]
+    assert np.isfinite(predict_tiled(same_model, image)).all()
+    assert predict_tiled(same_model, image > 0).shape == (16, 16, 1)  # bool: 0 and 1
+
+
 def test_valid_model_rejects_tiles_it_cannot_take(valid_model):
     with pytest.raises(ValueError, match="nearest sizes that work are 80 and 84"):
         predict_tiled(valid_model, np.zeros((8, 8)), tile=82)

@@ -1,13 +1,15 @@
 """TileDataset: shapes, seeding, workers, and (x, y, w) batches through model.fit."""
 
 import pickle
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
 from unet_keras.geometry import valid_output_size
-from unet_keras.losses import WeightedCrossEntropy
+from unet_keras.losses import BCEDiceLoss, WeightedCrossEntropy
+from unet_keras.metrics import DiceCoefficient
 from unet_keras.model import build_unet
 from unet_keras.pipeline import PerOutputDataset, TileDataset
 from unet_keras.weights import border_weight_maps
@@ -153,3 +155,135 @@ def test_per_output_dataset_repeats_the_target_and_weight(data):
     assert ds.epoch == 1 and not np.array_equal(wrapped[1][0], rx)
     with pytest.raises(ValueError, match="output"):
         PerOutputDataset(ds, [])
+
+
+# ---------------------------------------------------------------------------
+# Images in [0, 1], masks that say how to fix them
+# ---------------------------------------------------------------------------
+def test_images_must_be_scaled_to_the_unit_range(data):
+    """The gray augmentation clips to [0, 1]: 0-255 images came out of
+    augmented batches near white and out of the fixed grid unchanged."""
+    images, masks, _ = data
+    bytes_ = np.round(images * 255).astype(np.uint8)
+    with pytest.raises(ValueError, match=r"integer images \(uint8\).*to_unit_range"):
+        TileDataset(bytes_, masks)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*values in \[0, 255\]"):
+        TileDataset(bytes_.astype(np.float32), masks)
+    with pytest.raises(ValueError, match=r"values in \[-0\.4\d*, 0\.4\d*\].*to_unit_range"):
+        TileDataset(images - 0.5, masks)
+    with pytest.raises(ValueError, match="NaN"):
+        TileDataset(np.where(images > 0.99, np.nan, images), masks)
+    TileDataset(images > 0.5, masks)  # bool images are 0 and 1
+
+
+@pytest.mark.parametrize(
+    ("values", "match"),
+    [
+        ((0, 1 / 255), r"0/1 masks scaled as 8-bit images .*use `masks > 0`\."),
+        ((0, 1 / 65535), r"0/1 masks scaled as 16-bit images"),
+        ((0, 255), r"8-bit masks with 255 as foreground; use `masks > 0` or `masks / 255`"),
+        ((0, 65535), r"`masks / 65535`"),
+        ((0, 0.5), r"Use `masks > 0`"),
+        ((0, 0.3, 0.7, 1), r"anti-aliased .*threshold them, e\.g\. `masks > 0\.5 \* masks"),
+        ((0, 1, 2), r"class labels 0\.\.2, one-hot encode .*np\.eye\(3"),
+    ],
+)
+def test_the_mask_error_fits_the_values_found(data, values, match):
+    images, masks, _ = data
+    values = np.asarray(values, np.float32)
+    odd = values[np.arange(masks.size).reshape(masks.shape) % len(values)]
+    with pytest.raises(ValueError, match=match):
+        TileDataset(images, odd)
+
+
+def test_the_mask_advice_keeps_the_foreground(data):
+    """The old advice, `masks > 0.5`, emptied 0/1 masks read by `to_unit_range`."""
+    images, masks, _ = data
+    scaled = masks / np.float32(255)  # what to_unit_range makes of 0/1 PNGs
+    with pytest.raises(ValueError) as error:
+        TileDataset(images, scaled)
+    advice = "masks > 0"
+    assert f"`{advice}`" in str(error.value) and "0.5" not in str(error.value)
+    np.testing.assert_array_equal(scaled > 0, masks)
+
+
+def test_empty_masks_warn_and_others_do_not(data):
+    images, masks, _ = data
+    with pytest.warns(UserWarning, match=r"All 3 masks are empty"):
+        TileDataset(images, np.zeros_like(masks))
+    with pytest.warns(UserWarning, match="empty"):  # one-hot: every pixel background
+        TileDataset(images, np.eye(2, dtype=np.float32)[np.zeros(masks.shape[:3], int)])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        TileDataset(images, masks)
+
+
+# ---------------------------------------------------------------------------
+# One-hot masks for softmax models
+# ---------------------------------------------------------------------------
+@pytest.fixture
+def one_hot(rng):
+    """(images, labels, one-hot masks) of 3 classes in blocks, so that
+    augmented tiles hold borders between classes."""
+    images = rng.random((3, 48, 40, 1)).astype(np.float32)
+    labels = np.kron(rng.integers(0, 3, (3, 6, 5)), np.ones((8, 8), int))
+    return images, labels, np.eye(3, dtype=np.float32)[labels]
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_one_hot_masks_stay_one_hot(one_hot, augment):
+    images, _, masks = one_hot
+    ds = TileDataset(images, masks, tile_size=44, output_size=24, batch_size=4, steps=6,
+                     augment=augment, augment_options={"zoom_range": 0.2}, seed=1)
+    for i in range(len(ds)):
+        x, y = ds[i]
+        assert x.shape == (4, 44, 44, 1) and y.shape == (4, 24, 24, 3)
+        assert set(np.unique(y)) <= {0.0, 1.0}
+        np.testing.assert_array_equal(y.sum(-1), 1.0)
+
+
+def test_augmented_one_hot_masks_follow_the_image(one_hot):
+    """All K channels move with the image: an image that is its labels comes
+    out of the augmentation matching the argmax of the target."""
+    _, labels, masks = one_hot
+    images = (labels[..., None] / 2).astype(np.float32)
+    ds = TileDataset(images, masks, tile_size=32, batch_size=4, steps=3, gray=False,
+                     augment_options={"interpolation": "nearest"})
+    for i in range(len(ds)):
+        x, y = ds[i]
+        np.testing.assert_array_equal(np.argmax(y, -1), np.rint(x[..., 0] * 2))
+
+
+def test_bad_one_hot_masks_are_refused(one_hot):
+    images, labels, masks = one_hot
+    with pytest.raises(ValueError, match=r"only 0 and 1.*np\.eye\(3"):
+        TileDataset(images, masks * 0.5)
+    several = masks.copy()
+    several[1, 2, 3] = 1
+    with pytest.raises(ValueError, match=r"exactly one 1 per pixel; 0 .* none and 1 several "
+                                         r"\(the first: mask 1, row 2, column 3\)"):
+        TileDataset(images, several)
+    none = masks.copy()
+    none[0, 0, :3] = 0
+    with pytest.raises(ValueError, match=r"3 pixel\(s\) have none and 0 several"):
+        TileDataset(images, none)
+    gray_as_colour = np.repeat((labels[..., None] > 0).astype(np.float32), 3, -1)
+    with pytest.raises(ValueError, match=r"stored as colour, pass `masks\[\.\.\., :1\]`"):
+        TileDataset(images, gray_as_colour)
+
+
+@pytest.mark.backends
+def test_a_two_class_softmax_model_trains_on_one_hot_tiles(data):
+    """The paper's network: valid padding, a 2-class softmax, one-hot targets."""
+    images, masks, _ = data
+    one_hot = np.concatenate([1 - masks, masks], -1)
+    out = valid_output_size(60, 2)
+    ds = TileDataset(images, one_hot, tile_size=60, output_size=out, batch_size=2, steps=1)
+    x, y = ds[0]
+    assert y.shape == (2, out, out, 2)
+    np.testing.assert_array_equal(y.sum(-1), 1.0)
+    model = build_unet((60, 60, 1), num_classes=2, filters=4, depth=2, padding="valid")
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss=BCEDiceLoss(),
+                  metrics=[DiceCoefficient(class_id=1)])
+    history = model.fit(ds, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"][0])

@@ -284,6 +284,15 @@ def _as_batch(image, channels):
     array = np.asarray(image)
     if array.dtype.kind not in "fiub":
         raise ValueError(f"`image` must be numeric, got dtype {array.dtype}.")
+    if array.dtype.kind in "iu":
+        # Models here train on [0, 1] floats; 0-255 integers would give
+        # confident nonsense rather than an error.
+        raise ValueError(
+            f"`image` must be floats scaled as the model was trained on, got integer pixels "
+            f"({array.dtype}). For this package's models scale them to [0, 1], e.g. with "
+            "`unet_keras.io.to_unit_range(image)` (it divides by the dtype's maximum, 255 "
+            "for uint8), or convert them to floats with your own normalisation."
+        )
     if array.ndim not in (2, 3, 4):
         raise ValueError(
             f"`image` must be (H, W), (H, W, C) or a batch (N, H, W, C), got shape {array.shape}."
@@ -313,7 +322,9 @@ def predict_tiled(model, image, tile=None, overlap=None, batch_size=4, tta=False
             `(batch, h, w, K)`; same- or valid-padded, with or without a fixed
             input size.
         image: `(H, W)`, `(H, W, C)` or a batch `(N, H, W, C)`, float values
-            as the model was trained on (no rescaling happens here).
+            as the model was trained on (no rescaling happens here): [0, 1]
+            for this package's models, e.g. `unet_keras.io.to_unit_range`
+            of the images as read. Integer images are refused.
         tile: Input tile size (int or (height, width)). Default: the model's
             fixed size, else 256 for same-padded models (smaller for small
             images) and for valid-padded ones the smallest tile whose output
@@ -330,8 +341,8 @@ def predict_tiled(model, image, tile=None, overlap=None, batch_size=4, tta=False
         input's exact height and width.
 
     Raises:
-        ValueError: For images of the wrong rank or channel count, non-finite
-            values, a tile the model cannot take (the message names sizes
+        ValueError: For images of the wrong rank or channel count, an integer
+            dtype, non-finite values, a tile the model cannot take (the message names sizes
             that work), or a bad overlap or batch size.
     """
     geometry = _model_geometry(model)
