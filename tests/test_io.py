@@ -1,12 +1,17 @@
 """Reading image stacks (a folder of images, a TIFF stack), scaling them, and writing them."""
 
+import warnings
+
 import cv2
 import numpy as np
 import pytest
 import tifffile
 
+import unet_keras
+from unet_keras.datasets import load_isbi2012
 from unet_keras.io import (
     list_images,
+    load_image_mask_pairs,
     membrane_mask_from_labels,
     read_image,
     read_stack,
@@ -178,3 +183,90 @@ def test_write_stack_round_trip(tmp_path, rng):
     np.testing.assert_array_equal(read, stack.astype(np.float32))
     one = write_stack(tmp_path / "one.tif", stack[:1])
     assert read_stack(one).shape == (1, 8, 10)  # a single slice stays a stack
+
+
+# ---------------------------------------------------------------------------
+# A researcher's own images and masks
+# ---------------------------------------------------------------------------
+def test_the_reading_helpers_are_exported():
+    for name in ("read_stack", "to_unit_range", "write_stack", "list_images",
+                 "load_image_mask_pairs"):
+        assert name in unet_keras.__all__
+        assert getattr(unet_keras, name) is globals()[name]
+
+
+def _write_slices(folder, stack, prefix):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, image in enumerate(stack):
+        assert cv2.imwrite(str(folder / f"{prefix}{i + 1:02d}.png"), image)
+    return folder
+
+
+def test_isbi_slices_as_png_folders(isbi_data, tmp_path):
+    """Real data in the layout of a researcher's own: two folders of PNGs
+    named differently, paired by slice order; the masks mark the membranes."""
+    images, masks = load_isbi2012(isbi_data)
+    raw = np.rint(images[:4, ..., 0] * 255).astype(np.uint8)
+    _write_slices(tmp_path / "images", raw, "em_")
+    for name, scale in (("masks255", 255), ("masks01", 1)):
+        membranes = (masks[:4, ..., 0] * scale).astype(np.uint8)
+        _write_slices(tmp_path / name, membranes, "membrane_")
+        got_images, got_masks = load_image_mask_pairs(tmp_path / "images", tmp_path / name)
+        assert got_images.shape == got_masks.shape == (4, 512, 512, 1)
+        assert got_images.dtype == got_masks.dtype == np.float32
+        np.testing.assert_array_equal(got_images, images[:4])
+        np.testing.assert_array_equal(got_masks, masks[:4])
+
+
+@pytest.mark.parametrize("foreground", [1, 255, 65535])
+@pytest.mark.parametrize("layout", ["folders", "tiff stacks"])
+def test_synthetic_pairs_of_any_mask_value(tmp_path, rng, foreground, layout):
+    dtype = np.uint16 if foreground == 65535 else np.uint8
+    raw = rng.integers(0, np.iinfo(dtype).max, (3, 300, 420), dtype=dtype, endpoint=True)
+    truth = rng.random((3, 300, 420)) < 0.3
+    labels = (truth * foreground).astype(dtype)
+    if layout == "folders":
+        images_path = _write_slices(tmp_path / "images", raw, "")
+        masks_path = _write_slices(tmp_path / "masks", labels, "")
+    else:
+        images_path, masks_path = tmp_path / "images.tif", tmp_path / "masks.tif"
+        tifffile.imwrite(images_path, raw)
+        tifffile.imwrite(masks_path, labels)
+    images, masks = load_image_mask_pairs(images_path, masks_path)
+    assert images.shape == masks.shape == (3, 300, 420, 1)
+    np.testing.assert_allclose(images[..., 0], raw / np.iinfo(dtype).max, rtol=1e-6)
+    np.testing.assert_array_equal(masks[..., 0], truth)
+    with warnings.catch_warnings():  # ready for training as they are
+        warnings.simplefilter("error")
+        unet_keras.TileDataset(images, masks, tile_size=64)
+
+
+def test_pairs_that_do_not_match_are_refused(tmp_path, rng):
+    raw = rng.integers(0, 256, (3, 30, 42), dtype=np.uint8)
+    labels = (rng.random((3, 30, 42)) < 0.3).astype(np.uint8) * 255
+    images_path = _write_slices(tmp_path / "images", raw, "img")
+    short = _write_slices(tmp_path / "short", labels[:2], "mask")
+    with pytest.raises(ValueError, match=r"images holds 3 image\(s\) and .*short 2 mask\(s\)"):
+        load_image_mask_pairs(images_path, short)
+    wide = _write_slices(tmp_path / "wide", np.pad(labels, ((0, 0), (0, 0), (0, 2))), "mask")
+    with pytest.raises(ValueError, match=r"30x42 pixels, the masks in .*wide 30x44 \(first: "
+                                         r"img01\.png and mask01\.png\)"):
+        load_image_mask_pairs(images_path, wide)
+    tifffile.imwrite(tmp_path / "wide.tif", np.pad(labels, ((0, 0), (0, 1), (0, 0))))
+    with pytest.raises(ValueError, match=r"31x42 \(from slice 0 on\)"):
+        load_image_mask_pairs(images_path, tmp_path / "wide.tif")
+
+
+def test_anti_aliased_or_backgroundless_masks_are_refused(tmp_path, rng):
+    raw = rng.integers(0, 256, (2, 30, 42), dtype=np.uint8)
+    images_path = _write_slices(tmp_path / "images", raw, "")
+    disc = np.zeros((2, 30, 42), np.uint8)
+    cv2.circle(disc[0], (20, 15), 9, 255, -1, lineType=cv2.LINE_AA)  # smooth edges
+    smooth = _write_slices(tmp_path / "smooth", disc, "")
+    with pytest.raises(ValueError, match=r"smooth must hold two values, .* but hold 27 "
+                                         r"\(0, 2, 4, .*anti-aliased.*Threshold them .*"
+                                         r"save them without smoothing"):
+        load_image_mask_pairs(images_path, smooth)
+    shifted = _write_slices(tmp_path / "shifted", (rng.random((2, 30, 42)) < 0.5) + 1, "")
+    with pytest.raises(ValueError, match=r"hold the values 1 and 2, no 0: the background must"):
+        load_image_mask_pairs(images_path, shifted)

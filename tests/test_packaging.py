@@ -76,6 +76,8 @@ def test_wheel_metadata_matches_requirements_and_cli(wheel):
     # requirements.txt is what `make` installs: the wheel's own dependencies plus
     # TensorFlow, the default backend, which the wheel leaves to an extra.
     assert extra("tensorflow") == {"tensorflow"}
+    # The other backends, named in the error of an install without any.
+    assert extra("torch") == {"torch"} and extra("jax") == {"jax"}
     assert base | extra("tensorflow") == _listed("requirements.txt")
     # The `dev` extra (what `make test-jax` installs) is requirements-dev.txt
     # without PyTorch, the second backend of `make test`.
@@ -127,6 +129,40 @@ def test_wheel_imports_without_the_source_tree(wheel, tmp_path):
     module_file, count = result.stdout.split()[-2:]
     assert Path(module_file).is_relative_to(tmp_path / "site")
     assert int(count) == len(isbi2012.manifest()) == 90
+
+
+@pytest.mark.parametrize(
+    "module, setting, said",
+    [
+        ("tensorflow", {}, "tensorflow (Keras's default backend)"),
+        ("torch", {"KERAS_BACKEND": "torch"}, "torch (KERAS_BACKEND=torch)"),
+        ("jax", {"keras.json": '{"backend": "jax"}'}, "jax (the backend of "),
+    ],
+)
+def test_a_missing_backend_says_how_to_install_it(tmp_path, module, setting, said):
+    """`pip install unet-keras` without an extra failed deep inside Keras with
+    `No module named 'tensorflow'`. The module is made unimportable here,
+    nothing is uninstalled."""
+    keras_home = tmp_path / "keras_home"  # no ~/.keras/keras.json of this machine
+    keras_home.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}
+    env["KERAS_HOME"] = str(keras_home)
+    env["PYTHONPATH"] = str(REPO)  # this checkout, whatever is installed
+    if "keras.json" in setting:
+        (keras_home / "keras.json").write_text(setting["keras.json"])
+    else:
+        env.update(setting)
+    script = f"import sys; sys.modules[{module!r}] = None; import unet_keras"
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("ImportError: unet-keras needs Keras's backend installed"), last
+    assert f"Keras is set to use {said}" in last
+    assert f"the module `{module}` is not installed" in last
+    assert 'pip install "unet-keras[tensorflow]"' in last
+    assert "KERAS_BACKEND=torch or KERAS_BACKEND=jax" in last
 
 
 @pytest.mark.parametrize("gpu, cuda", [("1", True), ("0", False)])

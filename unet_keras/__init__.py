@@ -4,10 +4,69 @@ Ronneberger, Fischer & Brox, "U-Net: Convolutional Networks for Biomedical
 Image Segmentation", MICCAI 2015 (arXiv:1505.04597).
 """
 
+import json
+import os
+
 from unet_keras.tensorflow_env import enable_onednn, warn_if_onednn_off
+
+# Keras imports its backend when it is imported: one of these modules missing
+# means a missing backend, not a broken Keras.
+_BACKEND_MODULES = ("tensorflow", "torch", "jax", "jaxlib")
+
+
+def _keras_backend_setting():
+    """The backend Keras is set to use, read as Keras reads it, without
+    importing Keras (which would import that backend).
+
+    Returns:
+        A tuple `(backend, source)`: the backend's name and what set it.
+    """
+    backend = os.environ.get("KERAS_BACKEND")
+    if backend:
+        return backend, f"KERAS_BACKEND={backend}"
+    keras_dir = os.environ.get("KERAS_HOME")
+    if keras_dir is None:
+        home = os.path.expanduser("~")
+        keras_dir = os.path.join(home if os.access(home, os.W_OK) else "/tmp", ".keras")
+    config = os.path.join(keras_dir, "keras.json")
+    try:
+        with open(config) as file:
+            backend = json.load(file).get("backend")
+    except (OSError, ValueError, AttributeError):  # no file, bad JSON, not an object
+        backend = None
+    if backend:
+        return backend, f"the backend of {config}"
+    return "tensorflow", "Keras's default backend"
+
+
+def _import_keras():
+    """Imports Keras; a missing backend becomes an error that says how to install one.
+
+    Raises:
+        ImportError: If the backend's module is not installed; other import
+            errors pass unchanged.
+    """
+    # Read first: a failed import of Keras has already written its default
+    # backend to a keras.json it did not find.
+    backend, source = _keras_backend_setting()
+    try:
+        import keras  # noqa: F401
+    except ModuleNotFoundError as error:
+        missing = (error.name or "").partition(".")[0]
+        if missing not in _BACKEND_MODULES:
+            raise
+        raise ImportError(
+            f"unet-keras needs Keras's backend installed: Keras is set to use {backend} "
+            f"({source}), but the module `{missing}` is not installed. Install TensorFlow, the "
+            'default backend, with `pip install "unet-keras[tensorflow]"`, or install PyTorch '
+            'or JAX (`pip install "unet-keras[torch]"` or `pip install "unet-keras[jax]"`) and '
+            "set KERAS_BACKEND=torch or KERAS_BACKEND=jax."
+        ) from error
+
 
 if not enable_onednn():  # before the imports below load Keras, and with it TensorFlow
     warn_if_onednn_off()
+_import_keras()  # after enable_onednn: it imports TensorFlow on the default backend
 
 from unet_keras.agglomeration import MergeClassifier, agglomerate_cells, agglomerate_membranes
 from unet_keras.augment import Augmenter, elastic_deform, elastic_displacement
@@ -24,6 +83,13 @@ from unet_keras.family import (
 from unet_keras.folding import fold_batch_norm
 from unet_keras.geometry import valid_input_size, valid_output_size
 from unet_keras.inference import predict_tiled
+from unet_keras.io import (
+    list_images,
+    load_image_mask_pairs,
+    read_stack,
+    to_unit_range,
+    write_stack,
+)
 from unet_keras.losses import (
     BCEDiceLoss,
     DiceLoss,
@@ -83,6 +149,8 @@ __all__ = [
     "fold_batch_norm",
     "forward_flops",
     "head",
+    "list_images",
+    "load_image_mask_pairs",
     "load_isbi2012",
     "merge_weights",
     "predict_tiled",
@@ -90,6 +158,7 @@ __all__ = [
     "prune_unet_plus_plus",
     "rand_and_info_scores",
     "random_tile",
+    "read_stack",
     "ridge_membranes",
     "score_isbi",
     "segmentation_errors",
@@ -98,9 +167,11 @@ __all__ = [
     "soft_skeleton",
     "split_slices",
     "thinned_segmentation",
+    "to_unit_range",
     "up_step",
     "valid_input_size",
     "valid_output_size",
     "watershed_cells",
     "watershed_membranes",
+    "write_stack",
 ]

@@ -1,5 +1,6 @@
 """Reading and writing image stacks: a folder of PNGs or a TIFF stack in,
-float32 TIFF stacks out."""
+float32 TIFF stacks out; and images with their masks, ready for training
+(`load_image_mask_pairs`)."""
 
 import re
 from pathlib import Path
@@ -187,3 +188,95 @@ def write_stack(path, stack):
     path.parent.mkdir(parents=True, exist_ok=True)
     tifffile.imwrite(path, np.asarray(stack, dtype="float32"))
     return path
+
+
+def _first_file(path):
+    """The first slice's file of a folder, or None for a stack file."""
+    path = Path(path)
+    return list_images(path)[0].name if path.is_dir() else None
+
+
+def _check_pairs(images, masks, images_path, masks_path):
+    """Refuses image and mask stacks that do not pair up slice by slice."""
+    if len(images) != len(masks):
+        raise ValueError(
+            f"{images_path} holds {len(images)} image(s) and {masks_path} {len(masks)} "
+            "mask(s): give exactly one mask per image (they are paired in slice order)."
+        )
+    if images.shape[1:] != masks.shape[1:]:
+        # read_stack gives every slice of a stack one size, so the first pair differs.
+        names = (_first_file(images_path), _first_file(masks_path))
+        first = f" (first: {names[0]} and {names[1]})" if all(names) else " (from slice 0 on)"
+        raise ValueError(
+            f"The images in {images_path} are {images.shape[1]}x{images.shape[2]} pixels, "
+            f"the masks in {masks_path} {masks.shape[1]}x{masks.shape[2]}{first}: every "
+            "mask must have the size of its image."
+        )
+
+
+def _binary_masks(masks, source="masks"):
+    """Turns two-valued masks into float32 0/1 masks: any nonzero value is foreground.
+
+    Accepts 0/1, 0/255 and 0/65535 masks (and any other single foreground
+    value, or a bool stack).
+
+    Args:
+        masks: A mask stack, e.g. from `read_stack`.
+        source: Where the masks come from, for error messages.
+
+    Returns:
+        float32 masks of the same shape, 1 = foreground.
+
+    Raises:
+        ValueError: For more than two distinct values (anti-aliased or
+            smoothed masks), or two values of which none is 0.
+    """
+    masks = np.asarray(masks)
+    values = np.unique(masks)
+    if len(values) > 2:
+        shown = ", ".join(f"{v:g}" for v in values[:6]) + (" ..." if len(values) > 6 else "")
+        raise ValueError(
+            f"{source} must hold two values, background 0 and one foreground value, but hold "
+            f"{len(values)} ({shown}): they look anti-aliased or smoothed (e.g. resized with "
+            "interpolation or saved as JPEG). Threshold them yourself, e.g. "
+            "`masks > 0.5 * masks.max()`, or save them without smoothing (PNG or TIFF)."
+        )
+    if len(values) == 2 and values[0] != 0 and values[1] != 0:
+        raise ValueError(
+            f"{source} hold the values {values[0]:g} and {values[1]:g}, no 0: the "
+            "background must be 0 and the foreground any other value. Map them first, "
+            f"e.g. `masks == {values[1]:g}` for {values[1]:g} as the foreground."
+        )
+    return (masks != 0).astype("float32")
+
+
+def load_image_mask_pairs(images_path, masks_path):
+    """Reads images and their binary masks for training, ready for `TileDataset`.
+
+    Both are read with `read_stack` (folders of images in slice order, or
+    TIFF stacks) and paired in slice order. The images are scaled to [0, 1]
+    with `to_unit_range`. In the masks any nonzero value is foreground, so
+    0/1, 0/255 and 0/65535 masks all work; masks with more values
+    (anti-aliased) are refused. For masks that mark the foreground with 0,
+    as ISBI 2012's labels mark the membranes, use `1 - masks`.
+
+    Args:
+        images_path: A folder of gray images or a TIFF stack.
+        masks_path: A folder of masks or a TIFF stack, one mask per image,
+            each of its image's size.
+
+    Returns:
+        A tuple `(images, masks)` of float32 arrays `(N, H, W, 1)`: images
+        in [0, 1], masks 0/1.
+
+    Raises:
+        FileNotFoundError: If a path does not exist or holds no image.
+        ValueError: If the counts or sizes differ (the message names both
+            paths), for masks with more than two values, or for anything
+            `read_stack` and `to_unit_range` refuse.
+    """
+    images, masks = read_stack(images_path), read_stack(masks_path)
+    _check_pairs(images, masks, images_path, masks_path)
+    images = to_unit_range(images)
+    masks = _binary_masks(masks, source=f"The masks in {masks_path}")
+    return images[..., None], masks[..., None]
