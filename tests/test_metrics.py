@@ -109,3 +109,25 @@ def test_binary_iou_does_not_scatter(monkeypatch, rng):
     with pytest.raises(AssertionError, match="scatter"):
         keras.metrics.BinaryIoU(target_class_ids=[1]).update_state(t, t)
 
+
+
+def test_binary_iou_logs_as_iou_and_reloads(tmp_path, rng):
+    """Keras's default name, `binary_io_u`, made a history column nobody looks for."""
+    from unet_keras.model import build_unet
+
+    assert BinaryIoU().name == "iou"
+    assert BinaryIoU(name="membrane_iou").name == "membrane_iou"
+    again = BinaryIoU.from_config(BinaryIoU(target_class_ids=[1], threshold=0.3).get_config())
+    assert (again.name, again.target_class_ids, again.threshold) == ("iou", [1], 0.3)
+
+    x = rng.random((2, 16, 16, 1)).astype("float32")
+    y = (x > 0.5).astype("float32")
+    model = build_unet(filters=2, depth=1)
+    model.compile(optimizer="sgd", loss="binary_crossentropy",
+                  metrics=[BinaryIoU(target_class_ids=[1])])
+    history = model.fit(x, y, epochs=1, verbose=0, validation_data=(x, y))
+    assert {"iou", "val_iou"} <= set(history.history)
+    model.save(tmp_path / "model.keras")
+    loaded = keras.models.load_model(tmp_path / "model.keras")
+    scores = loaded.evaluate(x, y, verbose=0, return_dict=True)
+    assert scores["iou"] == pytest.approx(model.evaluate(x, y, verbose=0, return_dict=True)["iou"])

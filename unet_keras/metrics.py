@@ -99,9 +99,15 @@ class BinaryIoU(keras.metrics.BinaryIoU):
         target_class_ids: The classes whose IoU is averaged: `[1]` for the
             foreground, `[0, 1]` (Keras's default) for the mean of both.
         threshold: Probability at and above which a pixel is predicted 1.
-        name: Name of the metric.
+        name: Name of the metric, under which Keras logs it: `"iou"`, not
+            Keras's `"binary_io_u"`.
         dtype: Data type of the result.
     """
+
+    def __init__(self, target_class_ids=(0, 1), threshold=0.5, name="iou", dtype=None):
+        super().__init__(
+            target_class_ids=target_class_ids, threshold=threshold, name=name, dtype=dtype
+        )
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         y_true = ops.reshape(ops.convert_to_tensor(y_true, "float32"), [-1])
