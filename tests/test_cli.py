@@ -243,6 +243,10 @@ def test_evaluate_lists_the_costliest_errors(tmp_path, capsys, gap_and_specks):
     assert merge["v_rand_if_repaired"] > scores["v_rand_per_slice"][0] + 0.3
     assert abs(merge["centroid"][1] - 31.5) < 2  # between the two cells
 
+    # Scored against slices 1 and 0 of the labels, the errors name the labels' slice.
+    assert main([*evaluate, "--errors", "2", "--label-slices", "1", "0"]) == 0
+    assert [e["slice"] for e in json.loads(capsys.readouterr().out)["costliest_errors"]] == [1]
+
     assert main(evaluate) == 0
     assert "costliest_errors" not in json.loads(capsys.readouterr().out)
     assert main([*evaluate, "--errors", "0"]) == 2
@@ -273,6 +277,140 @@ def test_evaluate_scores_the_named_slices_of_the_labels(tmp_path, capsys, gap_an
     assert "the labels have slices 0 to 3 only" in capsys.readouterr().err
     assert main([*evaluate, "--label-slices", "1"]) == 2
     assert "names 1 slices but the prediction has 2" in capsys.readouterr().err
+
+
+def test_evaluate_positive_label_reads_masks_that_mark_their_foreground_white(tmp_path, capsys):
+    """Masks with foreground 255 (15% of the pixels): the default reads them
+    the ISBI way, inverted, and warns; --positive-label 255 scores them right."""
+    rng = np.random.default_rng(0)
+    foreground = rng.random((2, 32, 32)) < 0.15
+    prob = np.where(foreground, 0.9, 0.1).astype(np.float32)
+    prob[0, :4] = 0.9  # a few false positives
+    tifffile.imwrite(tmp_path / "pred.tif", prob)
+    tifffile.imwrite(tmp_path / "masks.tif", (255 * foreground).astype(np.uint8))
+    evaluate = ["evaluate", "--prediction", str(tmp_path / "pred.tif"),
+                "--labels", str(tmp_path / "masks.tif")]
+    capsys.readouterr()
+    assert main([*evaluate, "--positive-label", "255"]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["dice"] == pytest.approx(score_isbi(prob, foreground)["dice"])
+    assert captured.err == ""
+    assert main(evaluate) == 0  # the default: 0 = the predicted class, as ISBI's labels
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["dice"] == pytest.approx(score_isbi(prob, ~foreground)["dice"])
+    (warning,) = captured.err.splitlines()
+    share = f"{np.mean(~foreground):.0%}"
+    assert warning.startswith(f"warning: {share} of the labels' pixels are 0")
+    assert "--positive-label 255" in warning
+    assert main([*evaluate, "--positive-label", "0"]) == 0  # chosen: no warning
+    assert capsys.readouterr().err == ""
+    # ISBI-like labels (0 = membrane, a minority) pass without a warning.
+    tifffile.imwrite(tmp_path / "isbi.tif", (255 * ~foreground).astype(np.uint8))
+    assert main(["evaluate", "--prediction", str(tmp_path / "pred.tif"),
+                 "--labels", str(tmp_path / "isbi.tif")]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out)["dice"] == pytest.approx(score_isbi(prob, foreground)["dice"])
+    assert captured.err == ""
+    with pytest.raises(SystemExit):
+        make_parser().parse_args([*evaluate, "--positive-label", "1"])
+
+
+def test_evaluate_positive_label_agrees_with_isbi_submission(tmp_path, capsys):
+    """--isbi-submission flips the prediction back whichever class is positive."""
+    foreground = np.zeros((1, 32, 32), bool)
+    foreground[:, :, 14:18] = True
+    prob = np.where(foreground, 0.8, 0.1).astype(np.float32)
+    tifffile.imwrite(tmp_path / "pred.tif", prob)
+    tifffile.imwrite(tmp_path / "submission.tif", 1 - prob)
+    tifffile.imwrite(tmp_path / "masks.tif", (255 * foreground).astype(np.uint8))
+    scores = []
+    for prediction, extra in (("pred.tif", []), ("submission.tif", ["--isbi-submission"])):
+        capsys.readouterr()
+        assert main(["evaluate", "--prediction", str(tmp_path / prediction), "--labels",
+                     str(tmp_path / "masks.tif"), "--positive-label", "255", *extra]) == 0
+        scores.append(json.loads(capsys.readouterr().out))
+    for key in ("dice", "v_rand", "v_info", "pixel_error"):
+        assert scores[0][key] == pytest.approx(scores[1][key])
+    assert scores[0]["dice"] == pytest.approx(1.0)
+
+
+def _save(model, folder, name):
+    path = folder / name
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def other_models(tmp_path_factory):
+    """Tiny models: a 2-class softmax, a 3-class one and one of 3 input channels."""
+    folder = tmp_path_factory.mktemp("models")
+    small = {"filters": 2, "depth": 2, "dropout": 0}
+    return {
+        "two_classes": _save(build_unet(num_classes=2, **small), folder, "two.keras"),
+        "three_classes": _save(build_unet(num_classes=3, **small), folder, "three.keras"),
+        "rgb": _save(build_unet((None, None, 3), **small), folder, "rgb.keras"),
+    }
+
+
+def test_predict_writes_class_1_of_a_two_class_softmax(tmp_path, other_models, capsys):
+    from unet_keras.inference import predict_tiled
+
+    images = np.random.default_rng(0).integers(0, 256, (2, 40, 48), dtype=np.uint8)
+    folder = _write_pngs(tmp_path / "images", images)
+    capsys.readouterr()
+    assert main(["predict", "--model", str(other_models["two_classes"]), "--input", str(folder),
+                 "--output", str(tmp_path / "p.tif"), "--no-tta"]) == 0
+    assert "membrane probabilities, from class 1 of the model's 2" in capsys.readouterr().out
+    model = keras.models.load_model(other_models["two_classes"])
+    expected = predict_tiled(model, (images / 255.0).astype("float32")[..., None])[..., 1]
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "p.tif"), expected, atol=1e-5)
+
+
+@pytest.mark.usefixtures("no_prediction")
+def test_predict_refuses_more_than_two_classes(tmp_path, other_models, capsys):
+    folder = _write_pngs(tmp_path / "images", np.zeros((1, 40, 48), np.uint8))
+    model = other_models["three_classes"]
+    assert main(["predict", "--model", str(model), "--input", str(folder),
+                 "--output", str(tmp_path / "p.tif")]) == 2
+    line = _error_line(capsys)
+    assert f"--model {model} has 3 output channels" in line and "predict_tiled" in line
+    assert not (tmp_path / "p.tif").exists()
+
+
+def test_predict_reads_colour_images_as_rgb_for_a_colour_model(tmp_path, other_models):
+    from unet_keras.inference import predict_tiled
+
+    rgb = np.random.default_rng(0).integers(0, 256, (2, 40, 48, 3), dtype=np.uint8)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i, image in enumerate(rgb):
+        cv2.imwrite(str(folder / f"{i}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert main(["predict", "--model", str(other_models["rgb"]), "--input", str(folder),
+                 "--output", str(tmp_path / "p.tif"), "--no-tta",
+                 "--overlays", str(tmp_path / "ov")]) == 0
+    model = keras.models.load_model(other_models["rgb"])
+    expected = predict_tiled(model, (rgb / 255.0).astype("float32"))[..., 0]
+    np.testing.assert_allclose(tifffile.imread(tmp_path / "p.tif"), expected, atol=1e-5)
+    assert len(list((tmp_path / "ov").glob("*.png"))) == 2
+
+
+def test_predict_names_the_overlays_after_the_input_files(tmp_path, tiny_model):
+    images = np.zeros((2, 40, 48), np.uint8)
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, image in zip(("cell_b.png", "cell_a.png"), images):
+        cv2.imwrite(str(folder / name), image)
+    predict = ["predict", "--model", str(tiny_model), "--output", str(tmp_path / "p.tif"),
+               "--no-tta"]
+    assert main([*predict, "--input", str(folder), "--overlays", str(tmp_path / "ov")]) == 0
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == ["cell_a.png", "cell_b.png"]
+    assert main([*predict, "--input", str(folder / "cell_b.png"),
+                 "--overlays", str(tmp_path / "one")]) == 0
+    assert [p.name for p in (tmp_path / "one").iterdir()] == ["cell_b.png"]
+    tifffile.imwrite(tmp_path / "stack.tif", images)  # a stack: its slices are numbered
+    assert main([*predict, "--input", str(tmp_path / "stack.tif"),
+                 "--overlays", str(tmp_path / "stack")]) == 0
+    assert sorted(p.name for p in (tmp_path / "stack").iterdir()) == ["00.png", "01.png"]
 
 
 def test_an_unreachable_data_server_is_a_clear_error(tmp_path, monkeypatch, capsys):

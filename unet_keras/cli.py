@@ -7,8 +7,19 @@ import json
 import sys
 from pathlib import Path
 
+from unet_keras.cli_io import (
+    LUMINANCE,
+    POSITIVE_LABELS,
+    foreground_mask,
+    input_channels,
+    load_model,
+    membrane_channel,
+    polarity_warning,
+    read_images,
+    select_label_slices,
+)
 from unet_keras.datasets import DownloadError
-from unet_keras.io import membrane_mask_from_labels, read_stack, to_unit_range, write_stack
+from unet_keras.io import read_stack, write_stack
 from unet_keras.postprocess import _check_parameters, ridge_membranes, watershed_membranes
 from unet_keras.tensorflow_env import FrozenWeightsError
 
@@ -168,30 +179,6 @@ def _check_place(path, option, folder):
         raise ValueError(f"{option} {path} lies under {above}, which is a file, not a folder.")
 
 
-def _load_model(path):
-    """The model of `predict --model`, uncompiled (predicting only); a missing or
-    unreadable file is a clear error."""
-    import zipfile
-
-    import keras
-
-    path = Path(path)
-    example = "give a .keras model that train wrote, e.g. runs/default/model.keras"
-    if not path.is_file():
-        raise ValueError(
-            f"--model {path} {'is a folder' if path.is_dir() else 'does not exist'}: {example}."
-        )
-    unreadable = f"--model {path} is not a .keras model (corrupt, or another format)"
-    # A .keras model is a zip archive (.h5: Keras 2's format, which Keras 3 still reads).
-    if path.suffix != ".h5" and not (path.suffix == ".keras" and zipfile.is_zipfile(path)):
-        raise ValueError(f"{unreadable}: {example}.")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except Exception as error:  # whatever Keras fails on, say which file and its first line
-        said = str(error).strip().splitlines()
-        raise ValueError(f"{unreadable}: {said[0] if said else type(error).__name__}") from error
-
-
 def _predict(args):
     from unet_keras.family import prediction_network
     from unet_keras.folding import fold_batch_norm
@@ -213,38 +200,44 @@ def _predict(args):
 
         classifier = MergeClassifier.load(args.merge_classifier)  # before the slow part
     # A U-Net++ or UNet 3+ without its side outputs.
-    model = prediction_network(_load_model(args.model))
+    model = prediction_network(load_model(args.model))
+    channel = membrane_channel(model, args.model)  # refused before the slow part
+    channels = input_channels(model, args.model)
     try:
         model = fold_batch_norm(model)  # the same maps, computed faster
     except ValueError:  # not a functional model: predict with it as it is
         pass
-    images = to_unit_range(read_stack(args.input))[..., None]
+    images, names = read_images(args.input, channels)
     membrane = predict_tiled(
         model, images, tile=args.tile, batch_size=args.batch_size, tta=args.tta
-    )[..., 0]
+    )[..., channel]
+    gray = images[..., 0] if channels == 1 else images @ LUMINANCE  # overlays, merging
     if classifier is not None:  # refused above together with --watershed
         from unet_keras.agglomeration import agglomerate_membranes
 
         membrane = agglomerate_membranes(
-            membrane, images, classifier, ridges=args.ridges is not False
+            membrane, gray, classifier, ridges=args.ridges is not False
         )
     else:
         membrane = _close_gaps(membrane, args, watershed_options)
     # The challenge expects the probability of cell interior, 1 - membrane.
     written = write_stack(args.output, 1.0 - membrane if args.isbi_submission else membrane)
+    source = ", from class 1 of the model's 2 output channels" if channel else ""
     print(f"Wrote {written} ({len(membrane)} slices, "
-          f"{'interior' if args.isbi_submission else 'membrane'} probabilities).")
+          f"{'interior' if args.isbi_submission else 'membrane'} probabilities{source}).")
     if args.overlays:
-        save_overlays(args.overlays, images, membrane)
+        save_overlays(args.overlays, gray, membrane, names=names)
         print(f"Wrote overlays to {args.overlays}/")
 
 
-def _costliest_errors(prob, mask, threshold, count):
-    """Each slice's `count` costliest merges and splits, one dict each."""
+def _costliest_errors(prob, mask, threshold, count, slices=None):
+    """Each slice's `count` costliest merges and splits, one dict each, with
+    the slice named as in the labels (`slices`, from --label-slices)."""
     from unet_keras.errors import segmentation_errors
 
     rows = []
-    for index, (slice_prob, slice_mask) in enumerate(zip(prob, mask)):
+    slices = range(len(prob)) if slices is None else slices
+    for index, slice_prob, slice_mask in zip(slices, prob, mask):
         errors = segmentation_errors(slice_prob, slice_mask, threshold=threshold)
         for error in errors.costliest(count):
             rows.append({
@@ -269,35 +262,6 @@ def _print_json(scores):
     print("{\n" + ",\n".join(fields) + "\n}")
 
 
-def _select_slices(labels, indices, count):
-    """The slices of `labels` that a prediction of `count` slices holds.
-
-    A run's `predictions/val.tif` holds only its held-out slices, so scoring it
-    against the whole labelled stack needs their indices (`--label-slices`).
-    """
-    if indices is None:
-        if len(labels) != count:
-            raise ValueError(
-                f"The prediction has {count} slices and the labels {len(labels)}. If the "
-                "prediction holds only some of the labelled slices, name them with "
-                "--label-slices in its order: for a run's predictions/val.tif, the "
-                "val_slices of its metrics.json (e.g. --label-slices 25 26 27 28 29)."
-            )
-        return labels
-    outside = [i for i in indices if not 0 <= i < len(labels)]
-    if outside:
-        raise ValueError(
-            f"--label-slices {' '.join(map(str, outside))}: the labels have slices "
-            f"0 to {len(labels) - 1} only."
-        )
-    if len(indices) != count:
-        raise ValueError(
-            f"--label-slices names {len(indices)} slices but the prediction has {count}: "
-            "name one labelled slice for each predicted one, in the prediction's order."
-        )
-    return labels[list(indices)]
-
-
 def _evaluate(args):
     from unet_keras.evaluate import score_isbi
 
@@ -306,8 +270,11 @@ def _evaluate(args):
     watershed_options = _watershed_options(args)
     prob = read_stack(args.prediction).astype("float32")
     # The labels first: a mismatch is found before the slow watershed, not after it.
-    labels = _select_slices(read_stack(args.labels), args.label_slices, len(prob))
-    mask = membrane_mask_from_labels(labels, source=str(args.labels))
+    labels = select_label_slices(read_stack(args.labels), args.label_slices, len(prob))
+    mask = foreground_mask(labels, args.positive_label or 0, source=str(args.labels))
+    warning = polarity_warning(labels) if args.positive_label is None else None
+    if warning:  # labels mostly 0, read as ISBI's: likely masks that mark their foreground 255
+        print(warning, file=sys.stderr)
     if args.isbi_submission:
         prob = 1.0 - prob
     prob = _close_gaps(prob, args, watershed_options)
@@ -316,7 +283,7 @@ def _evaluate(args):
         del scores[curve]
     if args.errors:
         scores["costliest_errors"] = _costliest_errors(
-            prob, mask, scores["v_rand_threshold"], args.errors
+            prob, mask, scores["v_rand_threshold"], args.errors, args.label_slices
         )
     _print_json(scores)
 
@@ -355,10 +322,18 @@ def make_parser():
     p.set_defaults(run=_train)
 
     p = commands.add_parser("predict", help="segment a folder of images, a TIFF stack or one image")
-    p.add_argument("--model", required=True, help="a .keras model, e.g. runs/default/model.keras")
-    p.add_argument("--input", required=True, help="a folder of images, a TIFF stack or one image")
-    p.add_argument("--output", required=True, help="the float32 TIFF stack to write")
-    p.add_argument("--overlays", help="a folder for PNG overlays")
+    p.add_argument("--model", required=True,
+                   help="a .keras model, e.g. runs/default/model.keras: one output channel "
+                        "(sigmoid), or two (a 2-class softmax, whose class 1 is membrane)")
+    p.add_argument("--input", required=True,
+                   help="a folder of images, a TIFF stack or one image: gray for a model of "
+                        "one input channel; for one of three, colour images, given to it in "
+                        "RGB order (gray ones as three equal channels)")
+    p.add_argument("--output", required=True,
+                   help="the float32 TIFF stack of membrane probabilities to write: the "
+                        "model's one output channel, or class 1 of a 2-class softmax")
+    p.add_argument("--overlays", help="a folder for PNG overlays, named after the input's "
+                                      "files (a TIFF stack's: 00, 01, ...)")
     p.add_argument("--tile", type=int, default=None, help="input tile size (default: automatic)")
     p.add_argument("--batch-size", type=int, default=4, help="tiles a step (default 4)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
@@ -373,14 +348,21 @@ def make_parser():
     p.set_defaults(run=_predict)
 
     p = commands.add_parser("evaluate", help="ISBI 2012 scores (V_rand, V_info) of a prediction")
-    p.add_argument("--prediction", required=True, help="TIFF stack of membrane probabilities")
+    p.add_argument("--prediction", required=True,
+                   help="TIFF stack of membrane probabilities (of the --positive-label class)")
     p.add_argument("--labels", required=True,
-                   help="folder or TIFF stack of labels (0 = membrane, 255 = interior)")
+                   help="folder or TIFF stack of binary labels, 0 and 255 (ISBI 2012's: "
+                        "0 = membrane, 255 = interior)")
+    p.add_argument("--positive-label", type=int, choices=POSITIVE_LABELS, default=None,
+                   help="the label value of the class the prediction's probabilities are "
+                        "for: ISBI 2012 labels mark membranes 0 (default 0); masks that mark "
+                        "their foreground white need 255")
     p.add_argument("--label-slices", type=int, nargs="+", default=None, metavar="I",
                    help="the slices of --labels that the prediction holds, in its order "
                         "(a run's val.tif: its val_slices, e.g. 25 26 27 28 29)")
     p.add_argument("--isbi-submission", action="store_true",
-                   help="the prediction holds interior probabilities (1 - membrane)")
+                   help="the prediction holds interior probabilities (1 - membrane), as "
+                        "predict --isbi-submission writes them")
     p.add_argument("--errors", type=int, default=None, metavar="K",
                    help="also list each slice's K costliest merges and splits at the best "
                         "V_rand threshold, with the V_rand that repairing each would give")
