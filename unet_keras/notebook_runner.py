@@ -1,6 +1,7 @@
 """Runs the tutorial notebooks top to bottom with nbclient, as a person would.
 
     python -m unet_keras.notebook_runner notebooks notebooks/executed [--fast] [--only 03]
+        [-p NAME VALUE ...]
 
 Every notebook `NN_name.ipynb` of the source folder is executed in order, with
 the notebook's own folder as the working directory (so its relative paths,
@@ -17,9 +18,17 @@ Options set environment variables that the notebooks' parameters cells read:
 `--fast` sets `UNET_KERAS_FAST=1` (tiny networks, a few steps: a smoke test),
 `--data-dir` sets `UNET_KERAS_DATA_DIR` and `--runs-dir` `UNET_KERAS_RUNS_DIR`.
 The data mirror is the downloader's own variable, `UNET_KERAS_DATA_URL`.
+
+`-p NAME VALUE` sets one of the values that a notebook's cell tagged
+`parameters` assigns, as papermill's `-p` does (papermill is not a dependency):
+a cell tagged `injected-parameters` that assigns it is put after that cell.
+VALUE is read as a Python literal (`5`, `0.5`, `True`, `None`, `"(25, 26)"`),
+else kept as a string. A notebook whose parameters cell does not assign NAME
+runs without it.
 """
 
 import argparse
+import ast
 import os
 import sys
 import time
@@ -29,6 +38,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 FAST_ENV = "UNET_KERAS_FAST"
 DATA_DIR_ENV = "UNET_KERAS_DATA_DIR"
 RUNS_DIR_ENV = "UNET_KERAS_RUNS_DIR"
+PARAMETERS_TAG = "parameters"
+INJECTED_TAG = "injected-parameters"  # papermill's tag for the cell it adds
 
 
 class NotebookError(RuntimeError):
@@ -61,6 +72,66 @@ def find_notebooks(folder, only=()):
     return notebooks
 
 
+def parse_value(text):
+    """A `-p` value: the Python literal it spells, else the text itself
+    (`"5"` gives 5, `"(25, 26)"` a tuple, `"notebook2"` the string)."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parameter_names(nb):
+    """The names that the cell tagged `parameters` of `nb` assigns at its top
+    level, in order; empty where no cell is tagged so."""
+    for cell in nb.cells:
+        if cell.cell_type == "code" and PARAMETERS_TAG in cell.metadata.get("tags", []):
+            names = []
+            for node in ast.parse(cell.source).body:
+                if isinstance(node, ast.Assign):
+                    targets = node.targets
+                elif isinstance(node, ast.AnnAssign | ast.AugAssign):
+                    targets = [node.target]
+                else:  # `import os` and the like: not parameters
+                    continue
+                for target in targets:  # `W0, SIGMA = 10.0, 5.0` assigns both
+                    elements = target.elts if isinstance(target, ast.Tuple) else [target]
+                    names += [t.id for t in elements if isinstance(t, ast.Name)]
+            return list(dict.fromkeys(names))
+    return []
+
+
+def inject_parameters(nb, parameters):
+    """Puts a cell that assigns `parameters` after the parameters cell of `nb`.
+
+    Like papermill, it leaves the parameters cell as it is, so that the
+    executed copy shows both the defaults and what overrode them; values that
+    the parameters cell derives from an overridden one (`... if FAST else
+    ...`) keep their defaults.
+
+    Args:
+        nb: A notebook (`nbformat.NotebookNode`), changed in place.
+        parameters: `{name: value}`; each value is written as its `repr`.
+
+    Returns:
+        The names of `parameters` that the parameters cell does not assign:
+        they are not injected.
+    """
+    import nbformat  # a dev dependency, as in execute_notebook
+
+    known = parameter_names(nb)
+    used = {name: value for name, value in parameters.items() if name in known}
+    if used:
+        index = next(i for i, cell in enumerate(nb.cells)
+                     if PARAMETERS_TAG in cell.metadata.get("tags", []))
+        lines = ["# Parameters set by python -m unet_keras.notebook_runner -p"]
+        lines += [f"{name} = {value!r}" for name, value in used.items()]
+        cell = nbformat.v4.new_code_cell("\n".join(lines))
+        cell.metadata["tags"] = [INJECTED_TAG]
+        nb.cells.insert(index + 1, cell)
+    return [name for name in parameters if name not in known]
+
+
 def kernel_env(fast=False, data_dir=None, runs_dir=None, env=None):
     """The environment of the kernel: `env` (default: this process's) plus
     the notebooks' variables and this checkout on the PYTHONPATH."""
@@ -89,7 +160,7 @@ def _failed_cell(nb):
 
 def execute_notebook(
     path, output=None, *, fast=False, data_dir=None, runs_dir=None, env=None,
-    timeout=None, kernel_name="python3",
+    timeout=None, kernel_name="python3", parameters=None,
 ):
     """Executes one notebook top to bottom and writes the executed copy.
 
@@ -101,6 +172,8 @@ def execute_notebook(
         env: The base environment of the kernel (default: this process's).
         timeout: Seconds one cell may run; None for no limit.
         kernel_name: The Jupyter kernel to run.
+        parameters: `{name: value}` to set after the parameters cell
+            (`inject_parameters`); names it does not assign are left out.
 
     Returns:
         The seconds the notebook took.
@@ -115,6 +188,8 @@ def execute_notebook(
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)
+    if parameters:
+        inject_parameters(nb, parameters)
     client = NotebookClient(
         nb, timeout=timeout, kernel_name=kernel_name,
         resources={"metadata": {"path": str(path.parent.resolve())}},
@@ -164,7 +239,26 @@ def make_parser():
     parser.add_argument("--kernel", default="python3", help="Jupyter kernel name")
     parser.add_argument("--stop-on-error", action="store_true",
                         help="stop at the first notebook that fails")
+    parser.add_argument("-p", "--parameter", nargs=2, action="append", default=[],
+                        metavar=("NAME", "VALUE"),
+                        help="set a value of the notebooks' parameters cell, as papermill's -p "
+                             "does; VALUE is read as a Python literal, else as a string "
+                             "(repeatable)")
     return parser
+
+
+def _unknown_parameters(notebooks, parameters):
+    """`{notebook: [names its parameters cell does not assign]}`; empty
+    without parameters (the notebooks are then not read here)."""
+    if not parameters:
+        return {}
+    import nbformat
+
+    unknown = {}
+    for path in notebooks:
+        known = parameter_names(nbformat.read(path, as_version=4))
+        unknown[path] = [name for name in parameters if name not in known]
+    return unknown
 
 
 def main(argv=None):
@@ -174,16 +268,29 @@ def main(argv=None):
     except FileNotFoundError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    parameters = {name: parse_value(value) for name, value in args.parameter}
+    # Checked before anything runs: a misspelt NAME would otherwise be ignored by every
+    # notebook and show only as defaults in the results.
+    unknown = _unknown_parameters(notebooks, parameters)
+    everywhere = [name for name in parameters if all(name in u for u in unknown.values())]
+    if everywhere:
+        print(f"error: no parameters cell of {', '.join(p.name for p in notebooks)} assigns "
+              f"{', '.join(everywhere)}.", file=sys.stderr)
+        return 2
     output = Path(args.output)
     mode = " in fast mode" if args.fast else ""
     print(f"Executing {len(notebooks)} notebook(s){mode} into {output}/", flush=True)
     failures, total = [], 0.0
     for path in notebooks:
+        if unknown.get(path):
+            print(f"  ({path.name} has no parameter {', '.join(unknown[path])}: "
+                  "it runs without)", flush=True)
         print(f"  {path.name} ...", end=" ", flush=True)
         try:
             seconds = execute_notebook(
                 path, output / path.name, fast=args.fast, data_dir=args.data_dir,
                 runs_dir=args.runs_dir, timeout=args.timeout, kernel_name=args.kernel,
+                parameters=parameters,
             )
         except NotebookError as error:
             print("FAILED", flush=True)
