@@ -124,6 +124,8 @@ def test_learned_merging_is_skipped_when_there_is_nothing_to_learn(misleading_is
         training=(masks[:4], masks[:4]),
     )
     assert metrics["learned_merging"].startswith("skipped: The ")
+    summary = format_scores({**metrics, "device": "CPU", "train_seconds": 1.0})
+    assert summary.splitlines()[-1].startswith("learned merging skipped: The ")
     assert "val_agglomerated" not in metrics and metrics["val"]["v_rand"] == pytest.approx(1.0)
     assert not (tmp_path / "predictions" / "val_agglomerated.tif").exists()
 
@@ -164,3 +166,18 @@ def test_format_scores_reads_every_release_of_metrics_json():
     }
     lines = format_scores(older).splitlines()
     assert lines[0] == "Trained 300 s on CPU." and len(lines) == 2
+
+
+def test_format_scores_says_why_the_learned_merging_was_skipped():
+    """A run that asked for the learned merging but found nothing to fit it on
+    (fast mode's tiny network) lists three scorings; one line says why not four."""
+    metrics = {
+        "device": "CPU", "train_seconds": 7.0, "val_slices": [28, 29],
+        "val": _scores(0.14, 0.56), "val_watershed": _scores(0.14, 0.56),
+        "learned_merging": "skipped: No two seeded regions touch in these maps.",
+    }
+    lines = format_scores(metrics).splitlines()
+    assert lines[-1] == "learned merging skipped: No two seeded regions touch in these maps."
+    assert sum("learned merging" in line.lower() for line in lines) == 1
+    del metrics["learned_merging"]  # not asked for, or fitted: nothing to say
+    assert "skipped" not in format_scores(metrics)

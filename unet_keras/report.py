@@ -143,7 +143,8 @@ def _to_builtin(value):
 
 
 def format_scores(metrics):
-    """A short text summary of a run's metrics, with the score of each held-out slice."""
+    """A short text summary of a run's metrics, with the score of each held-out slice,
+    and why the learned merging was skipped where `metrics` records that it was."""
     tuned = metrics.get("malis_seconds")  # absent from an older release's metrics.json
     lines = [
         f"Trained {metrics['train_seconds']:.0f} s on {metrics['device']}"
@@ -174,4 +175,9 @@ def format_scores(metrics):
             lines.append(
                 "  per slice: " + ", ".join(f"{i}: {r:.4f} / {v:.4f}" for i, r, v in per_slice)
             )
+    # predict_and_score records "skipped: <why>" where the run asked for the learned merging
+    # but found nothing to fit it on: said, so that a missing line above is not a mystery.
+    merging = metrics.get("learned_merging", "")
+    if isinstance(merging, str) and merging.startswith("skipped: "):
+        lines.append(f"learned merging skipped: {merging.removeprefix('skipped: ')}")
     return "\n".join(lines)
