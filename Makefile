@@ -18,7 +18,7 @@ GPU ?= $(if $(shell nvidia-smi -L 2>/dev/null),1,0)
 RUNTIME := $(VENV)/.runtime-installed$(if $(filter 1,$(GPU)),-cuda)
 STAMP := $(VENV)/.dev-installed
 
-.PHONY: install install-dev test lint test-tf test-torch test-jax test-oldest train notebooks bench clean
+.PHONY: install install-dev test lint test-tf test-torch test-jax test-oldest train notebooks lab bench clean
 
 # What `make train` needs; the test tools (PyTorch among them) come on top for `make test`.
 install: $(RUNTIME)
@@ -95,6 +95,15 @@ train: $(RUNTIME)
 
 notebooks: $(STAMP)
 	$(BIN)/python -m unet_keras.notebook_runner notebooks notebooks/executed
+
+# JupyterLab on the notebooks, with this checkout's kernel. JupyterLab is installed into
+# $(VENV) on first use only: in requirements-dev.txt, CI would install it on every run. The
+# kernel is registered as "unet-keras" (in ~/.local/share/jupyter/kernels), so that Jupyter
+# or VS Code started elsewhere can pick "Python (unet-keras)" too.
+lab: $(STAMP)
+	test -x $(BIN)/jupyter-lab || $(BIN)/python -m pip install jupyterlab
+	$(BIN)/python -m ipykernel install --user --name unet-keras --display-name "Python (unet-keras)"
+	$(BIN)/jupyter lab notebooks/
 
 bench: $(RUNTIME)
 	$(BIN)/python benchmarks/bench_augment.py
