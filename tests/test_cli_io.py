@@ -8,7 +8,6 @@ import tifffile
 
 from unet_keras import build_unet
 from unet_keras.cli_io import (
-    foreground_mask,
     input_channels,
     membrane_channel,
     polarity_warning,
@@ -85,14 +84,6 @@ def test_channel_counts_predict_cannot_take_are_refused():
     assert membrane_channel(build_unet(num_classes=2, **small), "m.keras") == 1
     with pytest.raises(ValueError, match=r"has 4 output channels.*\(slices, H, W, 4\)"):
         membrane_channel(build_unet(num_classes=4, **small), "m.keras")
-
-
-def test_foreground_mask_by_the_positive_label():
-    labels = np.array([[0, 255], [255, 255]], np.uint8)
-    np.testing.assert_array_equal(foreground_mask(labels, 0, "l"), [[1, 0], [0, 0]])
-    np.testing.assert_array_equal(foreground_mask(labels, 255, "l"), [[0, 1], [1, 1]])
-    with pytest.raises(ValueError, match="found the values 0, 1. .*multiply them by 255"):
-        foreground_mask(labels // 255, 255, "l")
 
 
 def test_polarity_warning_from_more_than_half_of_the_pixels_at_0():

@@ -174,6 +174,16 @@ def test_membrane_mask_from_labels():
         membrane_mask_from_labels(np.arange(20, dtype=np.uint8))
 
 
+def test_mask_from_labels_by_the_positive_label():
+    labels = np.array([[0, 255], [255, 255]], np.uint8)
+    np.testing.assert_array_equal(membrane_mask_from_labels(labels), [[1, 0], [0, 0]])
+    np.testing.assert_array_equal(
+        membrane_mask_from_labels(labels, positive_label=255), [[0, 1], [1, 1]]
+    )
+    with pytest.raises(ValueError, match="255 = the class .* values 0, 1. .*multiply them by 255"):
+        membrane_mask_from_labels(labels // 255, positive_label=255)
+
+
 def test_write_stack_round_trip(tmp_path, rng):
     stack = rng.random((3, 8, 10))  # float64, written as float32
     path = write_stack(tmp_path / "new" / "folder" / "prob.tif", stack)

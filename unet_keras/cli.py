@@ -10,7 +10,6 @@ from pathlib import Path
 from unet_keras.cli_io import (
     LUMINANCE,
     POSITIVE_LABELS,
-    foreground_mask,
     input_channels,
     load_model,
     membrane_channel,
@@ -19,7 +18,7 @@ from unet_keras.cli_io import (
     select_label_slices,
 )
 from unet_keras.datasets import DownloadError
-from unet_keras.io import read_stack, write_stack
+from unet_keras.io import membrane_mask_from_labels, read_stack, write_stack
 from unet_keras.postprocess import _check_parameters, ridge_membranes, watershed_membranes
 from unet_keras.tensorflow_env import FrozenWeightsError
 
@@ -271,7 +270,9 @@ def _evaluate(args):
     prob = read_stack(args.prediction).astype("float32")
     # The labels first: a mismatch is found before the slow watershed, not after it.
     labels = select_label_slices(read_stack(args.labels), args.label_slices, len(prob))
-    mask = foreground_mask(labels, args.positive_label or 0, source=str(args.labels))
+    mask = membrane_mask_from_labels(
+        labels, source=str(args.labels), positive_label=args.positive_label or 0
+    )
     warning = polarity_warning(labels) if args.positive_label is None else None
     if warning:  # labels mostly 0, read as ISBI's: likely masks that mark their foreground 255
         print(warning, file=sys.stderr)

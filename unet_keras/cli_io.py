@@ -234,32 +234,6 @@ def select_label_slices(labels, indices, count):
     return labels[list(indices)]
 
 
-def foreground_mask(labels, positive_label, source):
-    """The labels as a float32 mask of the class the network predicts.
-
-    Args:
-        labels: Binary labels, 0 and 255.
-        positive_label: The value of that class: 0 for ISBI 2012's labels
-            (0 = membrane), 255 for masks that mark their foreground white.
-        source: Where the labels come from, for the error message.
-
-    Returns:
-        1 where `labels == positive_label`, 0 elsewhere.
-
-    Raises:
-        ValueError: If the labels hold values other than 0 and 255.
-    """
-    values = np.unique(labels)
-    if not set(values.tolist()) <= {0, 255}:
-        shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
-        raise ValueError(
-            f"{source} must be binary, 0 and 255 ({positive_label}: the class the network "
-            f"predicts, --positive-label); found the values {shown}. Threshold the labels "
-            "first (masks of 0 and 1: multiply them by 255)."
-        )
-    return (np.asarray(labels) == positive_label).astype("float32")
-
-
 def polarity_warning(labels):
     """The warning for labels read with 0 as the predicted class, most of
     whose pixels are 0.

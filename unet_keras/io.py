@@ -165,9 +165,19 @@ def to_unit_range(stack):
     return stack
 
 
-def membrane_mask_from_labels(labels, source="labels"):
-    """Turns ISBI-style labels (0 = membrane, 255 = interior) into a float32
-    membrane mask (1 = membrane, 0 = interior).
+def membrane_mask_from_labels(labels, source="labels", positive_label=0):
+    """Turns binary labels, 0 and 255, into a float32 mask of the class the
+    network predicts: by default ISBI 2012's, 0 = membrane and 255 = interior.
+
+    Args:
+        labels: Labels of the values 0 and 255.
+        source: Where the labels come from, for the error message.
+        positive_label: The value of the predicted class: 0 for ISBI 2012's
+            labels (the membranes), 255 for masks that mark their foreground
+            white.
+
+    Returns:
+        1 where `labels == positive_label`, 0 elsewhere.
 
     Raises:
         ValueError: If the labels hold values other than 0 and 255.
@@ -175,11 +185,13 @@ def membrane_mask_from_labels(labels, source="labels"):
     values = np.unique(labels)
     if not set(values.tolist()) <= {0, 255}:
         shown = ", ".join(str(v) for v in values[:10]) + (" ..." if len(values) > 10 else "")
+        meaning = ("0 = membrane and 255 = cell interior" if positive_label == 0
+                   else f"{positive_label} = the class the network predicts")
         raise ValueError(
-            f"{source} must be binary with 0 = membrane and 255 = cell interior; "
-            f"found the values {shown}. Threshold the labels first."
+            f"{source} must be binary with {meaning}; found the values {shown}. Threshold "
+            "the labels first (masks of 0 and 1: multiply them by 255)."
         )
-    return (np.asarray(labels) == 0).astype("float32")
+    return (np.asarray(labels) == positive_label).astype("float32")
 
 
 def write_stack(path, stack):
