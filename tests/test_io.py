@@ -64,6 +64,13 @@ def test_gray_saved_as_colour_channels_is_read_and_real_colour_refused(tmp_path,
     tifffile.imwrite(tmp_path / "colour.tif", np.stack([np.stack([gray] * 3, -1), colour]))
     with pytest.raises(ValueError, match=r"colour\.tif page 1 is a colour \(RGB\) image"):
         read_stack(tmp_path / "colour.tif")
+    # ... which channels=3 reads, in RGB order (OpenCV's BGR turned around).
+    rgb = read_stack(tmp_path / "colour", channels=3)
+    assert rgb.shape == (1, 8, 10, 3)
+    np.testing.assert_array_equal(rgb[0], colour[..., ::-1])
+    np.testing.assert_array_equal(read_stack(tmp_path / "colour.tif", channels=3)[1], colour)
+    with pytest.raises(ValueError, match="`channels` must be 1 \\(gray\\) or 3 \\(RGB\\)"):
+        read_stack(tmp_path / "colour", channels=2)
 
 
 def test_one_colour_page_is_one_slice_not_a_stack_of_rows(tmp_path, rng):
@@ -249,6 +256,20 @@ def test_synthetic_pairs_of_any_mask_value(tmp_path, rng, foreground, layout):
     with warnings.catch_warnings():  # ready for training as they are
         warnings.simplefilter("error")
         unet_keras.TileDataset(images, masks, tile_size=64)
+
+
+def test_colour_pairs(tmp_path, rng):
+    """RGB images with their masks, for a model of three input channels."""
+    raw = rng.integers(0, 256, (2, 30, 42, 3), dtype=np.uint8)
+    labels = (rng.random((2, 30, 42)) < 0.3).astype(np.uint8) * 255
+    for i, (image, label) in enumerate(zip(raw, labels)):
+        for name, array in (("images", cv2.cvtColor(image, cv2.COLOR_RGB2BGR)), ("masks", label)):
+            (tmp_path / name).mkdir(exist_ok=True)
+            cv2.imwrite(str(tmp_path / name / f"{i}.png"), array)
+    images, masks = load_image_mask_pairs(tmp_path / "images", tmp_path / "masks", channels=3)
+    assert images.shape == (2, 30, 42, 3) and masks.shape == (2, 30, 42, 1)
+    np.testing.assert_allclose(images, raw / 255, rtol=1e-6)
+    np.testing.assert_array_equal(masks[..., 0], labels == 255)
 
 
 def test_pairs_that_do_not_match_are_refused(tmp_path, rng):

@@ -8,11 +8,9 @@ a message that names the option and says how to fix it.
 import zipfile
 from pathlib import Path
 
-import cv2
 import numpy as np
-import tifffile
 
-from unet_keras.io import IMAGE_SUFFIXES, TIFF_SUFFIXES, list_images, read_stack, to_unit_range
+from unet_keras.io import TIFF_SUFFIXES, list_images, read_stack, to_unit_range
 
 # Gray from RGB as OpenCV's COLOR_RGB2GRAY weighs the channels (ITU-R BT.601):
 # the overlays and the learned merging of a colour model's images.
@@ -124,10 +122,9 @@ def read_images(path, channels):
             images for a gray model, or a file that is not a readable image.
     """
     path = Path(path)
+    images = read_stack(path, channels=channels)
     if channels == 1:
-        images = read_stack(path)[..., None]
-    else:
-        images = _read_colour_stack(path)
+        images = images[..., None]
     if path.is_dir():
         files = list_images(path)
         stems = [f.stem for f in files]
@@ -135,63 +132,6 @@ def read_images(path, channels):
     else:
         names = None if path.suffix.lower() in TIFF_SUFFIXES else [path.stem]
     return to_unit_range(images), names
-
-
-def _read_colour_stack(path):
-    """A folder of images, a TIFF stack or one image as RGB `(N, H, W, 3)`,
-    stored dtype."""
-    if not path.exists() or (path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES):
-        read_stack(path)  # raises read_stack's error: no such path, or not an image
-    if path.is_file():
-        if path.suffix.lower() in TIFF_SUFFIXES:
-            return _read_colour_tiff(path)
-        return _read_colour_image(path)[None]
-    files = list_images(path)
-    if not files:
-        read_stack(path)  # raises read_stack's error: the folder holds no image
-    slices = [_read_colour_image(f) for f in files]
-    for what, key in (("sizes", lambda s: s.shape[:2]), ("bit depths", lambda s: s.dtype)):
-        found = {}
-        for image, file in zip(slices, files):
-            found.setdefault(key(image), file.name)
-        if len(found) > 1:
-            shown = ", ".join(f"{value} (e.g. {name})" for value, name in found.items())
-            raise ValueError(f"The images in {path} have different {what}: {shown}.")
-    return np.stack(slices)
-
-
-def _read_colour_image(path):
-    """One image file as RGB `(H, W, 3)`: OpenCV reads BGR(A), tifffile RGB."""
-    if path.suffix.lower() in TIFF_SUFFIXES:
-        pages = _read_colour_tiff(path)
-        if len(pages) != 1:
-            raise ValueError(
-                f"{path} holds {len(pages)} pages: in a folder, give one image per file."
-            )
-        return pages[0]
-    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if array is None:
-        raise ValueError(f"OpenCV cannot read {path}: not an image, or a corrupt file.")
-    if array.ndim == 3 and array.shape[-1] == 1:
-        array = array[..., 0]
-    if array.ndim == 2:  # gray: three equal channels
-        return np.repeat(array[..., None], 3, axis=-1)
-    if array.ndim == 3 and array.shape[-1] in (3, 4):
-        return array[..., 2::-1]  # BGR(A) to RGB
-    raise ValueError(f"{path} has shape {array.shape}; expected a gray or colour image.")
-
-
-def _read_colour_tiff(path):
-    """A TIFF file as RGB pages `(N, H, W, 3)`; gray pages as three equal channels."""
-    try:
-        with tifffile.TiffFile(path) as tiff:
-            series = tiff.series[0]
-            stack, axes = np.asarray(series.asarray()), series.axes
-    except tifffile.TiffFileError as error:
-        raise ValueError(f"{path} is not a readable TIFF file ({error}).") from error
-    if axes.endswith("S") and stack.shape[-1] in (3, 4):  # "S": a pixel's samples
-        return stack[..., :3].reshape(-1, *stack.shape[-3:-1], 3)
-    return read_stack(path)[..., None].repeat(3, axis=-1)  # gray: read and checked as such
 
 
 def select_label_slices(labels, indices, count):

@@ -36,8 +36,9 @@ def _check_gray(array, source):
         if not (np.array_equal(channels[..., 0], channels[..., 1])
                 and np.array_equal(channels[..., 0], channels[..., 2])):
             raise ValueError(
-                f"{source} is a colour (RGB) image; the U-Net expects one gray channel. "
-                "Convert it, e.g. with cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)."
+                f"{source} is a colour (RGB) image, read here as gray. Read it with "
+                "`channels=3` for a model of three input channels, or convert it, e.g. "
+                "with cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)."
             )
         array = channels[..., 0]
     if array.ndim != 2:
@@ -67,6 +68,16 @@ def read_image(path):
     return _check_gray(np.asarray(array), path)
 
 
+def _stack_slices(slices, files, folder):
+    """The slices of a folder's `files` as one array, refused where their
+    sizes or bit depths differ."""
+    shapes = {s.shape for s in slices}
+    if len(shapes) > 1:
+        raise ValueError(f"The images in {folder} have different sizes: {sorted(shapes)}.")
+    _check_one_dtype(slices, files, folder)
+    return np.stack(slices)
+
+
 def _check_one_dtype(slices, files, folder):
     """Refuses a folder mixing dtypes: np.stack would promote 8-bit slices to
     16 bits, and `to_unit_range` would then scale their white to 255/65535."""
@@ -81,34 +92,36 @@ def _check_one_dtype(slices, files, folder):
         )
 
 
-def read_stack(path):
+def read_stack(path, channels=1):
     """Reads a folder of images or a (multi-page) TIFF as an (N, H, W) array.
 
     Args:
         path: A folder of PNG/TIFF files (read in slice order: 2 before 10),
             a TIFF stack file, or one image file (a stack of one slice).
+        channels: 1 for gray images; 3 for colour ones, read in RGB order
+            (OpenCV's BGR turned around, an alpha channel dropped) as
+            `(N, H, W, 3)`, gray images as three equal channels.
 
     Returns:
         The stack with its stored dtype.
 
     Raises:
         FileNotFoundError: If the path does not exist or holds no image.
-        ValueError: For colour images, slices of different sizes or bit
-            depths, or a file that is not a readable image.
+        ValueError: For colour images with `channels=1`, slices of different
+            sizes or bit depths, or a file that is not a readable image.
     """
+    if channels not in (1, 3):
+        raise ValueError(f"`channels` must be 1 (gray) or 3 (RGB), got {channels!r}.")
     path = Path(path)
+    if channels == 3:
+        return _read_rgb_stack(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist: give a folder of PNGs or a TIFF stack.")
     if path.is_dir():
         files = list_images(path)
         if not files:
             raise FileNotFoundError(f"{path} holds no image ({', '.join(IMAGE_SUFFIXES)}).")
-        slices = [read_image(f) for f in files]
-        shapes = {s.shape for s in slices}
-        if len(shapes) > 1:
-            raise ValueError(f"The images in {path} have different sizes: {sorted(shapes)}.")
-        _check_one_dtype(slices, files, path)
-        return np.stack(slices)
+        return _stack_slices([read_image(f) for f in files], files, path)
     if path.suffix.lower() not in TIFF_SUFFIXES:
         if path.suffix.lower() in IMAGE_SUFFIXES:
             return read_image(path)[None]
@@ -131,6 +144,50 @@ def read_stack(path):
     if stack.ndim != 3:
         raise ValueError(f"{path} has shape {stack.shape}; expected (slices, H, W).")
     return stack
+
+
+def _read_rgb_stack(path):
+    """A folder of images, a TIFF stack or one image as RGB `(N, H, W, 3)`,
+    stored dtype."""
+    if not path.exists() or (path.is_file() and path.suffix.lower() not in IMAGE_SUFFIXES):
+        read_stack(path)  # raises read_stack's error: no such path, or not an image
+    if path.is_file():
+        if path.suffix.lower() in TIFF_SUFFIXES:
+            return _read_rgb_tiff(path)
+        return _read_rgb_image(path)[None]
+    files = list_images(path)
+    if not files:
+        read_stack(path)  # raises read_stack's error: the folder holds no image
+    return _stack_slices([_read_rgb_image(f) for f in files], files, path)
+
+
+def _read_rgb_image(path):
+    """One image file as RGB `(H, W, 3)`: OpenCV reads BGR(A), tifffile RGB."""
+    if path.suffix.lower() in TIFF_SUFFIXES:
+        pages = _read_rgb_tiff(path)
+        if len(pages) != 1:
+            raise ValueError(
+                f"{path} holds {len(pages)} pages: in a folder, give one image per file."
+            )
+        return pages[0]
+    array = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if array is None:
+        raise ValueError(f"OpenCV cannot read {path}: not an image, or a corrupt file.")
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 2:  # gray: three equal channels
+        return np.repeat(array[..., None], 3, axis=-1)
+    if array.ndim == 3 and array.shape[-1] in (3, 4):
+        return array[..., 2::-1]  # BGR(A) to RGB
+    raise ValueError(f"{path} has shape {array.shape}; expected a gray or colour image.")
+
+
+def _read_rgb_tiff(path):
+    """A TIFF file as RGB pages `(N, H, W, 3)`; gray pages as three equal channels."""
+    stack, axes = _read_tiff(path)
+    if axes.endswith("S") and stack.shape[-1] in (3, 4):  # "S": a pixel's samples
+        return stack[..., :3].reshape(-1, *stack.shape[-3:-1], 3)
+    return read_stack(path)[..., None].repeat(3, axis=-1)  # gray: read and checked as such
 
 
 def to_unit_range(stack):
@@ -215,7 +272,7 @@ def _check_pairs(images, masks, images_path, masks_path):
             f"{images_path} holds {len(images)} image(s) and {masks_path} {len(masks)} "
             "mask(s): give exactly one mask per image (they are paired in slice order)."
         )
-    if images.shape[1:] != masks.shape[1:]:
+    if images.shape[1:3] != masks.shape[1:3]:
         # read_stack gives every slice of a stack one size, so the first pair differs.
         names = (_first_file(images_path), _first_file(masks_path))
         first = f" (first: {names[0]} and {names[1]})" if all(names) else " (from slice 0 on)"
@@ -262,7 +319,7 @@ def _binary_masks(masks, source="masks"):
     return (masks != 0).astype("float32")
 
 
-def load_image_mask_pairs(images_path, masks_path):
+def load_image_mask_pairs(images_path, masks_path, channels=1):
     """Reads images and their binary masks for training, ready for `TileDataset`.
 
     Both are read with `read_stack` (folders of images in slice order, or
@@ -273,13 +330,15 @@ def load_image_mask_pairs(images_path, masks_path):
     as ISBI 2012's labels mark the membranes, use `1 - masks`.
 
     Args:
-        images_path: A folder of gray images or a TIFF stack.
+        images_path: A folder of images or a TIFF stack.
         masks_path: A folder of masks or a TIFF stack, one mask per image,
             each of its image's size.
+        channels: 1 to read the images as gray, 3 as RGB (for
+            `build_unet(input_shape=(None, None, 3))`).
 
     Returns:
-        A tuple `(images, masks)` of float32 arrays `(N, H, W, 1)`: images
-        in [0, 1], masks 0/1.
+        A tuple `(images, masks)` of float32 arrays: images
+        `(N, H, W, channels)` in [0, 1], masks `(N, H, W, 1)`, 0/1.
 
     Raises:
         FileNotFoundError: If a path does not exist or holds no image.
@@ -287,8 +346,8 @@ def load_image_mask_pairs(images_path, masks_path):
             paths), for masks with more than two values, or for anything
             `read_stack` and `to_unit_range` refuse.
     """
-    images, masks = read_stack(images_path), read_stack(masks_path)
+    images, masks = read_stack(images_path, channels=channels), read_stack(masks_path)
     _check_pairs(images, masks, images_path, masks_path)
     images = to_unit_range(images)
     masks = _binary_masks(masks, source=f"The masks in {masks_path}")
-    return images[..., None], masks[..., None]
+    return (images[..., None] if channels == 1 else images), masks[..., None]
